@@ -1,0 +1,9 @@
+"""Command-line interface: a thin Typer layer over the mipnet_cli Python API.
+
+Each command group lives in its own module and registers itself on `app` when imported.
+"""
+
+from . import models_cmd, weights_cmd  # noqa: F401  (registers commands)
+from .app import app, main, run_app
+
+__all__ = ["app", "main", "run_app"]

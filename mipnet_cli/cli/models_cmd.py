@@ -1,0 +1,39 @@
+"""`mipnet models`: the architectures and the known checkpoints."""
+
+from __future__ import annotations
+
+import torch
+from rich.table import Table
+
+from ..models import ARCHITECTURES, build_model, count_parameters
+from ..weights import load_zoo
+from .app import app, console
+
+
+def _params_millions(name: str, instances: int) -> float:
+    with torch.device("meta"):
+        return count_parameters(build_model(name, num_instances=instances)) / 1e6
+
+
+@app.command()
+def models() -> None:
+    """List the pose architectures (with parameter counts) and the known checkpoints."""
+    table = Table(title="Architectures (`--arch` in `mipnet train`)")
+    for col in ("name", "input h×w", "params N=1", "params MIPNet N=2", "overhead", "notes"):
+        table.add_column(col, justify="right" if col.startswith(("params", "over")) else "left")
+    for name, (config, notes) in ARCHITECTURES.items():
+        single, multi = _params_millions(name, 1), _params_millions(name, 2)
+        h, w = config.image_size
+        table.add_row(name, f"{h}×{w}", f"{single:.1f} M", f"{multi:.1f} M",
+                      f"{100 * (multi / single - 1):+.2f} %", notes)
+    console.print(table)
+
+    zoo = Table(title="Checkpoints (`mipnet weights list` for details)")
+    zoo.add_column("name", no_wrap=True)
+    for col in ("kind", "arch", "N", "input", "status"):
+        zoo.add_column(col)
+    for e in load_zoo().values():
+        pose = e.kind == "pose"
+        zoo.add_row(e.name, e.kind, e.arch or e.builder or "-", str(e.instances) if pose else "-",
+                    "×".join(map(str, e.input_size)) if e.input_size else "-", e.status())
+    console.print(zoo)

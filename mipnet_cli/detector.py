@@ -1,0 +1,436 @@
+"""Person boxes: torchvision detectors, COCO detection-result files and ground-truth boxes."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import pickle
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+import torchvision
+from torchvision.models import WeightsEnum
+
+from .errors import MipnetError
+from .io import atomic_path
+from .results import Box
+
+DEFAULT_DETECTOR = "fasterrcnn_resnet50_fpn_v2"
+PERSON_LABEL = 1  # "person" in torchvision's COCO category list, and in 2-class person models
+_RCNN_CLASSIFIER = "roi_heads.box_predictor.cls_score.weight"
+
+
+def detector_names() -> list[str]:
+    """Names of the torchvision detection builders that `PersonDetector` accepts."""
+    return sorted(torchvision.models.list_models(module=torchvision.models.detection))
+
+
+def _checkpoint_dir() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _ensure_cached(weights: WeightsEnum, progress: bool) -> Path:
+    """Make sure torchvision's weights file is in the torch hub cache, downloading it if needed.
+
+    Offline, the error says which URL to fetch by hand and where to put it.
+    """
+    url = weights.url
+    filename = os.path.basename(urlparse(url).path)
+    target = _checkpoint_dir() / filename
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    match = torch.hub.HASH_REGEX.search(filename)
+    try:
+        torch.hub.download_url_to_file(
+            url, str(target), hash_prefix=match.group(1) if match else None, progress=progress
+        )
+    except Exception as exc:  # URLError, HTTPError, socket errors, hash mismatch
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise MipnetError(
+            f"cannot download detector weights {weights} from {url} ({reason}); download that "
+            f"file by hand into {target.parent}{os.sep} (keeping the name {filename}), "
+            "or pass --detector-weights PATH"
+        ) from None
+    return target
+
+
+def _weights_enum_for(builder: Any, param: str) -> type[WeightsEnum]:
+    """The WeightsEnum class a builder's `param` argument takes (from its type annotation)."""
+    annotation = inspect.signature(builder).parameters[param].annotation
+    for arg in typing.get_args(annotation) or (annotation,):
+        if isinstance(arg, type) and issubclass(arg, WeightsEnum):
+            return arg
+    raise MipnetError(f"detector builder {builder.__name__} has no pretrained {param} to choose")
+
+
+def _pick(enum: type[WeightsEnum], tag: str) -> WeightsEnum:
+    """A member of `enum` by name ("DEFAULT", "COCO_V1" or "Enum.COCO_V1")."""
+    member = tag.split(".")[-1]
+    try:
+        return enum[member]
+    except KeyError:
+        choices = ", ".join(["DEFAULT", *enum.__members__])
+        raise MipnetError(
+            f"unknown weights {tag!r} for {enum.__name__}; choose {choices}"
+        ) from None
+
+
+def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and metadata from a local weights file.
+
+    Accepts a plain state dict, a checkpoint dict with a `model` or `state_dict` entry (as
+    `PersonDetector.save` and most training scripts write), or a .safetensors file.
+    """
+    if not path.is_file():
+        raise MipnetError(f"{path}: detector weights file not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path)), {}
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise MipnetError(f"{path}: not a readable weights file ({reason})") from None
+    meta: dict[str, Any] = {}
+    if isinstance(obj, dict):
+        for key in ("model", "state_dict"):
+            if isinstance(obj.get(key), dict):
+                meta = {k: v for k, v in obj.items() if k != key}
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise MipnetError(f"{path}: holds no state dict (expected name -> tensor entries)")
+    if obj and all(k.startswith("module.") for k in obj):  # saved from DistributedDataParallel
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj, meta
+
+
+def _load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Load `state` into `model`, or explain precisely why it does not fit."""
+    own = model.state_dict()
+
+    def counted(key: str) -> bool:  # BatchNorm counters are absent from frozen-BN checkpoints
+        return not key.endswith("num_batches_tracked")
+
+    missing = [k for k in own if k not in state and counted(k)]
+    unexpected = [k for k in state if k not in own and counted(k)]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own if k in state and state[k].shape != own[k].shape
+    ]
+    problems = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+        if keys:
+            more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+            problems.append(f"{len(keys)} {label}: {', '.join(keys[:3])}{more}")
+    if problems:
+        raise MipnetError(
+            f"{path}: weights do not fit this detector ({'; '.join(problems)}); check the "
+            "detector name and the number of classes"
+        )
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+
+
+class PersonDetector:
+    """A torchvision detector reduced to person boxes.
+
+    Weights, in order of precedence:
+    - `weights_path`: a local file (state dict, checkpoint dict or .safetensors). The number of
+      classes comes from `num_classes`, else the file's metadata, else its R-CNN classifier.
+    - `weights`: a torchvision weights tag of this builder ("DEFAULT", "COCO_V1", ...), fetched
+      through torchvision's weights API into the torch hub cache (offline: a clear error).
+    - `weights=None`: random initialisation (optionally on a `weights_backbone` tag), e.g. for
+      training a small person detector; with `num_classes=2`, label 1 is "person".
+
+    Boxes below `score_thresh` are dropped; `nms_iou` is the IoU above which the detector's
+    class-wise NMS suppresses the weaker of two person boxes; at most `max_detections` boxes are
+    kept per image, best first.
+    """
+
+    def __init__(
+        self,
+        name: str = DEFAULT_DETECTOR,
+        *,
+        weights: str | None = "DEFAULT",
+        weights_path: str | os.PathLike | None = None,
+        weights_backbone: str | None = None,
+        num_classes: int | None = None,
+        score_thresh: float = 0.5,
+        nms_iou: float = 0.5,
+        max_detections: int = 100,
+        device: str | torch.device = "cpu",
+        batch_size: int = 4,
+        progress: bool = True,
+        **builder_kwargs: Any,
+    ) -> None:
+        if name not in detector_names():
+            choices = ", ".join(detector_names())
+            raise MipnetError(f"unknown detector {name!r}; choose one of {choices}")
+        if not 0.0 <= score_thresh <= 1.0 or not 0.0 <= nms_iou <= 1.0:
+            raise ValueError("score_thresh and nms_iou must lie in [0, 1]")
+        if max_detections < 1 or batch_size < 1:
+            raise ValueError("max_detections and batch_size must be at least 1")
+        self.name = name
+        self.score_thresh = float(score_thresh)
+        self.nms_iou = float(nms_iou)
+        self.max_detections = int(max_detections)
+        self.batch_size = int(batch_size)
+        self.device = torch.device(device)
+
+        builder = torchvision.models.get_model_builder(name)
+        kwargs: dict[str, Any] = dict(builder_kwargs)
+        local: tuple[Path, dict[str, torch.Tensor]] | None = None
+        if weights_path is not None:
+            path = Path(weights_path)
+            state, meta = _read_state_dict(path)
+            saved_name = meta.get("builder")
+            if isinstance(saved_name, str) and saved_name != name:
+                raise MipnetError(f"{path}: weights were saved from detector {saved_name!r}, "
+                                  f"not {name!r}")
+            if num_classes is None:
+                num_classes = meta.get("num_classes")
+            if num_classes is None and _RCNN_CLASSIFIER in state:
+                num_classes = int(state[_RCNN_CLASSIFIER].shape[0])
+            local = (path, state)
+            kwargs.update(weights=None, weights_backbone=None)
+        elif weights is not None:
+            chosen = _pick(torchvision.models.get_model_weights(name), weights)
+            trained_classes = len(chosen.meta["categories"])
+            if num_classes not in (None, trained_classes):
+                raise MipnetError(f"{name} weights {weights} detect {trained_classes} classes; "
+                                  "num_classes only applies to local or untrained weights")
+            num_classes = trained_classes
+            _ensure_cached(chosen, progress)
+            kwargs.update(weights=chosen, weights_backbone=None)
+        else:
+            backbone = None
+            if weights_backbone is not None:
+                backbone = _pick(_weights_enum_for(builder, "weights_backbone"), weights_backbone)
+                _ensure_cached(backbone, progress)
+            kwargs.update(weights=None, weights_backbone=backbone)
+        # None keeps the builder's own default (91 COCO slots; 2 for keypointrcnn).
+        self.num_classes = int(num_classes) if num_classes is not None else None
+        if self.num_classes is not None:
+            kwargs["num_classes"] = self.num_classes
+        pretrained = kwargs["weights"] is not None or kwargs["weights_backbone"] is not None
+        try:
+            model = builder(progress=progress, **kwargs)
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as exc:
+            if not pretrained:
+                raise
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise MipnetError(
+                f"cached detector weights in {_checkpoint_dir()} are unusable ({reason}); "
+                "delete the file to download it again"
+            ) from None
+        if local is not None:
+            _load_into(model, local[1], local[0])
+        self.model = model
+        self._configure_postprocess()
+        self.model.eval().to(self.device)
+
+    def _configure_postprocess(self) -> None:
+        """Set the detector's own score threshold, NMS IoU and per-image cap."""
+        head = getattr(self.model, "roi_heads", self.model)
+        settings = {
+            "score_thresh": self.score_thresh,
+            "nms_thresh": self.nms_iou,
+            # Non-person classes share the detector's per-image cap before we keep persons.
+            "detections_per_img": max(self.max_detections, 1000),
+        }
+        for attr, value in settings.items():
+            if not hasattr(head, attr):
+                raise MipnetError(f"detector {self.name} has no {attr} setting to configure")
+            setattr(head, attr, value)
+
+    @torch.inference_mode()
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Box]]:
+        """Person boxes for each RGB uint8 (H, W, 3) image, best first, ids 0, 1, ... per image.
+
+        An image with no pixels yields no boxes.
+        """
+        results: list[list[Box]] = [[] for _ in images]
+        todo = []
+        for i, img in enumerate(images):
+            if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+                raise ValueError(f"image {i}: expected RGB uint8 (H, W, 3), got {img.dtype} "
+                                 f"{img.shape}")
+            if img.shape[0] > 0 and img.shape[1] > 0:
+                todo.append(i)
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start:start + self.batch_size]
+            tensors = [
+                torch.from_numpy(np.ascontiguousarray(images[i])).to(self.device)
+                .permute(2, 0, 1).float().div_(255.0)
+                for i in chunk
+            ]
+            for i, out in zip(chunk, self.model(tensors), strict=True):
+                results[i] = self._person_boxes(out)
+        return results
+
+    def _person_boxes(self, out: dict[str, torch.Tensor]) -> list[Box]:
+        keep = (out["labels"] == PERSON_LABEL) & (out["scores"] >= self.score_thresh)
+        boxes, scores = out["boxes"][keep], out["scores"][keep]
+        order = torch.argsort(scores, descending=True)[: self.max_detections]
+        boxes_np = boxes[order].double().cpu().numpy()
+        scores_np = scores[order].double().cpu().numpy()
+        return [
+            Box(xyxy=b, score=float(s), source="detector", id=k)
+            for k, (b, s) in enumerate(zip(boxes_np, scores_np, strict=True))
+        ]
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the weights with the builder name and class count (loadable as weights_path).
+
+        A class count of None stands for the builder's default.
+        """
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        with atomic_path(path) as tmp:
+            torch.save({"model": state, "builder": self.name, "num_classes": self.num_classes},
+                       tmp)
+
+
+# ---------------------------------------------------------------------------- box files
+
+
+def _read_json(path: str | os.PathLike, what: str) -> Any:
+    p = Path(path)
+    if not p.is_file():
+        raise MipnetError(f"{p}: {what} not found")
+    try:
+        with open(p, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MipnetError(f"{p}: not valid JSON ({exc})") from None
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
+
+
+def _xywh(entry: Any) -> list[float] | None:
+    bbox = entry.get("bbox") if isinstance(entry, dict) else None
+    if isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox):
+        return [float(v) for v in bbox]
+    return None
+
+
+def load_box_file(
+    path: str | os.PathLike, score_thresh: float = 0.0, category_id: int = 1
+) -> dict[int, list[Box]]:
+    """Person boxes from a COCO detection-results file.
+
+    The file is a JSON list of `{image_id, category_id, bbox: [x, y, w, h], score}`. Entries of
+    other categories, below `score_thresh`, or with zero width or height are left out. A box's
+    id is its position in the file; each image's boxes come best first. Images without a kept
+    box are absent from the result.
+    """
+    data = _read_json(path, "box file")
+    if not isinstance(data, list):
+        raise MipnetError(f"{path}: expected a JSON list of detections "
+                          "[{image_id, category_id, bbox, score}, ...]")
+    boxes: dict[int, list[Box]] = {}
+    for index, entry in enumerate(data):
+        xywh = _xywh(entry)
+        if (xywh is None or not isinstance(entry.get("image_id"), int)
+                or not isinstance(entry.get("category_id"), int)
+                or not _is_number(entry.get("score", 1.0))):
+            raise MipnetError(
+                f"{path}: detection {index} is malformed (needs integer image_id and "
+                f"category_id, bbox [x, y, w, h] and a numeric score): {str(entry)[:120]}"
+            )
+        score = float(entry.get("score", 1.0))
+        if entry["category_id"] != category_id or score < score_thresh:
+            continue
+        x, y, w, h = xywh
+        if w <= 0 or h <= 0:
+            continue
+        box = Box(xyxy=np.array([x, y, x + w, y + h]), score=score, source="file", id=index)
+        boxes.setdefault(entry["image_id"], []).append(box)
+    for image_boxes in boxes.values():
+        image_boxes.sort(key=lambda b: -b.score)
+    return boxes
+
+
+def _coco_annotations(path: str | os.PathLike) -> dict:
+    data = _read_json(path, "annotation file")
+    if (not isinstance(data, dict) or not isinstance(data.get("images"), list)
+            or not isinstance(data.get("annotations"), list)):
+        raise MipnetError(f"{path}: not a COCO annotation file (needs 'images' and 'annotations')")
+    for i, img in enumerate(data["images"]):
+        if not (isinstance(img, dict) and isinstance(img.get("id"), int)
+                and isinstance(img.get("file_name"), str)):
+            raise MipnetError(f"{path}: images[{i}] needs an integer id and a file_name")
+    return data
+
+
+def _person_category(data: dict, path: str | os.PathLike) -> int:
+    categories = data.get("categories")
+    if not categories:
+        return 1
+    for cat in categories:
+        if isinstance(cat, dict) and cat.get("name") == "person":
+            return int(cat["id"])
+    raise MipnetError(f"{path}: has no 'person' category")
+
+
+def load_gt_boxes(ann_path: str | os.PathLike, require_keypoints: bool = False
+                  ) -> dict[int, list[Box]]:
+    """Ground-truth person boxes from a COCO-format annotation file, for every listed image.
+
+    Crowd regions (`iscrowd: 1`) are left out, and so are people without any labelled keypoint
+    when `require_keypoints` is set (what HRNet's GT-box evaluation does). Boxes are clipped to
+    the image; empty ones are left out. Box ids are annotation ids; scores are 1. Images with
+    nobody map to an empty list.
+    """
+    data = _coco_annotations(ann_path)
+    person = _person_category(data, ann_path)
+    sizes = {img["id"]: (img.get("width"), img.get("height")) for img in data["images"]}
+    boxes: dict[int, list[Box]] = {image_id: [] for image_id in sizes}
+    for i, ann in enumerate(data["annotations"]):
+        xywh = _xywh(ann)
+        if xywh is None or not isinstance(ann.get("image_id"), int) or "id" not in ann:
+            raise MipnetError(
+                f"{ann_path}: annotations[{i}] needs id, image_id and bbox [x, y, w, h]"
+            )
+        if ann.get("category_id", person) != person or ann.get("iscrowd", 0):
+            continue
+        if require_keypoints and not ann.get("num_keypoints", 0):
+            continue
+        if ann["image_id"] not in sizes:
+            raise MipnetError(f"{ann_path}: annotation {ann['id']} refers to unknown image "
+                              f"{ann['image_id']}")
+        x, y, w, h = xywh
+        x0, y0, x1, y1 = x, y, x + w, y + h
+        width, height = sizes[ann["image_id"]]
+        if _is_number(width) and _is_number(height):
+            x0, x1 = np.clip([x0, x1], 0.0, float(width))
+            y0, y1 = np.clip([y0, y1], 0.0, float(height))
+        if x1 <= x0 or y1 <= y0:
+            continue
+        boxes[ann["image_id"]].append(
+            Box(xyxy=np.array([x0, y0, x1, y1], dtype=np.float64), score=1.0, source="gt",
+                id=int(ann["id"]))
+        )
+    return boxes
+
+
+def image_ids_by_filename(ann_path: str | os.PathLike) -> dict[str, int]:
+    """Map each image's file name (without folders) to its id in a COCO annotation file."""
+    data = _coco_annotations(ann_path)
+    ids: dict[str, int] = {}
+    for img in data["images"]:
+        name = Path(img["file_name"]).name
+        if ids.get(name, img["id"]) != img["id"]:
+            raise MipnetError(f"{ann_path}: file name {name} belongs to two images "
+                              f"({ids[name]} and {img['id']})")
+        ids[name] = img["id"]
+    return ids

@@ -1,0 +1,59 @@
+"""Named model configurations (a small timm-style registry) and the builder."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from .config import ModelConfig, hrnet_stages
+from .hrnet import PoseHRNet
+from .pose import PoseNet
+from .resnet import PoseResNet
+
+ARCHITECTURES: dict[str, tuple[ModelConfig, str]] = {
+    "hrnet_w48": (ModelConfig(stages=hrnet_stages(48), image_size=(384, 288)),
+                  "HRNet-W48, the paper's strongest backbone"),
+    "hrnet_w32": (ModelConfig(stages=hrnet_stages(32)), "HRNet-W32, the paper's main backbone"),
+    "hrnet_w18": (ModelConfig(stages=hrnet_stages(18)), "HRNet-W18, lighter"),
+    "hrnet_w16": (ModelConfig(stages=hrnet_stages(16)), "HRNet-W16, for CPU use"),
+    "hrnet_w18_small": (ModelConfig(stages=hrnet_stages(18, modules=(1, 1, 1), blocks=2)),
+                        "HRNet-W18 with one module per stage, for CPU use"),
+    "hrnet_w8_tiny": (ModelConfig(stages=hrnet_stages(8, modules=(1, 1, 1), blocks=1),
+                                  image_size=(128, 96)),
+                      "a tiny HRNet for tests and the synthetic demo"),
+    "resnet152": (ModelConfig(arch="resnet", depth=152), "SimpleBaseline ResNet-152"),
+    "resnet101": (ModelConfig(arch="resnet", depth=101), "SimpleBaseline ResNet-101"),
+    "resnet50": (ModelConfig(arch="resnet", depth=50), "SimpleBaseline ResNet-50"),
+    "resnet18": (ModelConfig(arch="resnet", depth=18), "SimpleBaseline ResNet-18, for CPU use"),
+}
+
+
+def model_config(name: str, **overrides) -> ModelConfig:
+    """The named configuration with fields replaced by `overrides` (None values ignored)."""
+    try:
+        base, _ = ARCHITECTURES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}"
+        ) from None
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if "image_size" in overrides:
+        overrides["image_size"] = tuple(overrides["image_size"])
+    return replace(base, name=name, **overrides)
+
+
+def build_from_config(config: ModelConfig) -> PoseNet:
+    """Instantiate the network a configuration describes."""
+    if config.arch == "hrnet":
+        return PoseHRNet(config)
+    if config.arch == "resnet":
+        return PoseResNet(config)
+    raise ValueError(f"unknown arch {config.arch!r} (expected 'hrnet' or 'resnet')")
+
+
+def build_model(name: str, **overrides) -> PoseNet:
+    """Build a named architecture, e.g. `build_model("hrnet_w32", num_instances=2)`."""
+    return build_from_config(model_config(name, **overrides))
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())

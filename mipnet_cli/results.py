@@ -1,0 +1,49 @@
+"""Result types: plain dataclasses over numpy arrays, ready for JSON."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Box:
+    """A person box in image pixels."""
+
+    xyxy: np.ndarray  # (4,) float
+    score: float = 1.0
+    source: str = "detector"  # "detector" | "file" | "gt"
+    id: int = 0
+
+    @property
+    def xywh(self) -> list[float]:
+        x0, y0, x1, y1 = (float(v) for v in self.xyxy)
+        return [x0, y0, x1 - x0, y1 - y0]
+
+
+@dataclass
+class Pose:
+    """One person's keypoints (K,3: x, y, confidence) in image pixels."""
+
+    keypoints: np.ndarray
+    score: float
+    box_id: int
+    instance: int  # index of the λ value that produced it (0 = the box's own person)
+    box_xywh: list[float] = field(default_factory=list)
+    area: float = 0.0
+    track_id: int | None = None
+
+
+@dataclass
+class ImagePoses:
+    """Everything found in one image or video frame."""
+
+    path: str
+    width: int
+    height: int
+    image_id: int = 0
+    boxes: list[Box] = field(default_factory=list)
+    poses: list[Pose] = field(default_factory=list)
+    frame_index: int | None = None
+    timestamp: float | None = None
