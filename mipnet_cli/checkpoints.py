@@ -220,9 +220,11 @@ def infer_config(
             raise ValueError(f"ResNet with blocks {blocks} is not a supported depth")
         deconv = _indices(state, r"deconv_layers\.(\d+)\.weight")
         convs = [i for i in deconv if state[f"deconv_layers.{i}.weight"].dim() == 4]
+        if se_layers:
+            common["se_modules"] = tuple(
+                any(k.startswith(f"layer{i}_se.") for k in state) for i in (1, 2, 3, 4))
         return ModelConfig(
             arch="resnet", depth=depth,
-            se_modules=tuple(any(k.startswith(f"layer{i}_se.") for k in state) for i in (1, 2, 3, 4)),
             deconv_filters=tuple(state[f"deconv_layers.{i}.weight"].shape[1] for i in convs),
             deconv_kernels=tuple(state[f"deconv_layers.{i}.weight"].shape[-1] for i in convs),
             **common)
@@ -240,12 +242,14 @@ def infer_config(
             num_channels=tuple(state[f"stage{k}.0.branches.{b}.0.conv1.weight"].shape[0]
                                for b in branches),
             block="BOTTLENECK" if bottleneck else "BASIC"))
-    se = tuple(any(k.startswith(f"stage{i}_se.") for k in state) for i in (1, 2, 3, 4))
-    return ModelConfig(arch="hrnet", stages=tuple(stages), se_modules=se, **common)
+    if se_layers:
+        common["se_modules"] = tuple(
+            any(k.startswith(f"stage{i}_se.") for k in state) for i in (1, 2, 3, 4))
+    return ModelConfig(arch="hrnet", stages=tuple(stages), **common)
 
 
 def _size_from_name(path: Path) -> tuple[int, int] | None:
-    m = re.search(r"(\d{3})x(\d{3})", path.name)
+    m = re.search(r"(\d{2,4})x(\d{2,4})", path.name)
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 

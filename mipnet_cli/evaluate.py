@@ -1,4 +1,4 @@
-"""Keypoint metrics: COCO/OCHuman AP via pycocotools, CrowdPose AP via xtcocotools.
+"""Keypoint metrics: COCO/OCHuman AP via pycocotools, CrowdPose AP with the CrowdPose rules.
 
 Results are COCO keypoint results (`image_id`, `category_id`, `keypoints` [3K], `score`, plus
 our extra fields such as `bbox`, `box_id`, `instance`, which the evaluators never see).
@@ -9,9 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,8 @@ CROWDPOSE_METRIC_NAMES: tuple[str, ...] = (
 # a result's area from the box instead of from its keypoints' extent as the official code does.
 _EVAL_FIELDS = ("image_id", "category_id", "keypoints", "score")
 
-AnnotationSource = str | os.PathLike | dict | Any  # a file, a dataset dict or a COCO object
+# An annotation file, a COCO-format dict, or a pycocotools/xtcocotools COCO object.
+AnnotationSource = str | os.PathLike | dict | Any
 
 
 def _dataset_dict(gt: AnnotationSource) -> tuple[dict, Path | None]:
@@ -44,9 +43,7 @@ def _dataset_dict(gt: AnnotationSource) -> tuple[dict, Path | None]:
         return gt, None
     dataset = getattr(gt, "dataset", None)
     if isinstance(dataset, dict):
-        files = getattr(gt, "anno_file", None)
-        path = files[0] if isinstance(files, list) and files and files[0] else None
-        return dataset, Path(path) if path else None
+        return dataset, None
     raise TypeError(f"expected an annotation file, dict or COCO object, got {type(gt).__name__}")
 
 
@@ -84,6 +81,14 @@ def _run(make_eval, stat_names: tuple[str, ...]) -> dict[str, Any]:
     return metrics
 
 
+def _coco(cls: type, dataset: dict) -> Any:
+    """A COCO index over a private copy of the annotations (the evaluators write into them)."""
+    coco = cls()
+    coco.dataset = copy.deepcopy(dataset)
+    coco.createIndex()
+    return coco
+
+
 def _empty(stat_names: tuple[str, ...]) -> dict[str, Any]:
     metrics: dict[str, Any] = dict.fromkeys(stat_names, 0.0)
     metrics["log"] = "no results to evaluate: every metric is 0\n"
@@ -108,13 +113,9 @@ def coco_keypoint_metrics(
         return _empty(COCO_METRIC_NAMES)
 
     def make_eval():
-        coco_gt = COCO()
-        coco_gt.dataset = dataset
-        coco_gt.createIndex()
-        coco_dt = coco_gt.loadRes(dts)
-        ev = COCOeval(coco_gt, coco_dt, "keypoints")
+        coco_gt = _coco(COCO, dataset)
+        ev = COCOeval(coco_gt, coco_gt.loadRes(dts), "keypoints")
         ev.params.kpt_oks_sigmas = keypoint_set.sigmas_array
-        ev.params.useSegm = None
         return ev
 
     return _run(make_eval, COCO_METRIC_NAMES)
@@ -123,13 +124,14 @@ def coco_keypoint_metrics(
 def crowdpose_metrics(
     gt: AnnotationSource, results: list[dict], keypoint_set: KeypointSet = CROWDPOSE14
 ) -> dict[str, Any]:
-    """CrowdPose AP/AR (xtcocotools 'keypoints_crowd', use_area=False, crowdIndex splits).
+    """CrowdPose AP/AR with the benchmark's rules (`keypoints_crowd`, use_area=False).
 
     Returns AP, AP50, AP75, AR, AR50, AR75, AP_easy, AP_medium, AP_hard (crowdIndex < 0.2,
-    0.2-0.8, >= 0.8; -1 where a split has no images, as xtcocotools reports it) and `log`.
+    0.2-0.8, >= 0.8; -1 where a split has no images) and `log`. See `crowdpose_eval`.
     """
-    from xtcocotools.coco import COCO
-    from xtcocotools.cocoeval import COCOeval
+    from pycocotools.coco import COCO
+
+    from .crowdpose_eval import CrowdPoseEval
 
     dataset, path = _dataset_dict(gt)
     if any("crowdIndex" not in img for img in dataset.get("images", [])):
@@ -140,24 +142,11 @@ def crowdpose_metrics(
     if not dts:
         return _empty(CROWDPOSE_METRIC_NAMES)
 
-    with contextlib.ExitStack() as stack:
-        if path is None:  # xtcocotools re-reads the file for the crowdIndex splits
-            tmp = stack.enter_context(tempfile.TemporaryDirectory())
-            path = Path(tmp) / "gt.json"
-            path.write_text(json.dumps(dataset), encoding="utf-8")
+    def make_eval():
+        coco_gt = _coco(COCO, dataset)
+        return CrowdPoseEval(coco_gt, coco_gt.loadRes(dts), keypoint_set.sigmas_array)
 
-        def make_eval():
-            coco_gt = COCO()
-            coco_gt.dataset = dataset
-            coco_gt.createIndex()
-            coco_gt.anno_file = [str(path)]
-            coco_dt = coco_gt.loadRes(dts)
-            ev = COCOeval(coco_gt, coco_dt, "keypoints_crowd", keypoint_set.sigmas_array,
-                          use_area=False)
-            ev.params.useSegm = None
-            return ev
-
-        return _run(make_eval, CROWDPOSE_METRIC_NAMES)
+    return _run(make_eval, CROWDPOSE_METRIC_NAMES)
 
 
 def gt_as_results(ann_file: AnnotationSource, out_path: str | os.PathLike | None = None) -> list:

@@ -1,4 +1,4 @@
-"""Box geometry for top-down pose: box -> centre/scale, affine matrices, batched crops, inverse maps.
+"""Box geometry for top-down pose: box -> centre/scale, affine matrices, batched crops, inverses.
 
 Conventions (those of the official HRNet/MIPNet code):
 
@@ -117,14 +117,41 @@ def get_affine_transform(
 
 
 def _solve_affine(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Batched closed-form solution of ``M @ [src_i, 1] = dst_i`` for 3 point pairs: ``(N, 2, 3)``."""
+    """Batched ``M @ [src_i, 1] = dst_i`` for 3 point pairs ``(N, 3, 2)`` -> ``(N, 2, 3)`` float64.
+
+    Solves the 6x6 system of ``cv2.getAffineTransform`` with the same algorithm (LU with partial
+    pivoting, first largest pivot, division in the back substitution), vectorised over N, so the
+    result is bit-identical to OpenCV's. Degenerate triplets give an all-zero matrix, as OpenCV.
+    """
+    n = src.shape[0]
     s = src.astype(np.float64)
-    d = dst.astype(np.float64)
-    u = np.stack([s[:, 1] - s[:, 0], s[:, 2] - s[:, 0]], axis=-1)  # (N, 2, 2), columns = edges
-    v = np.stack([d[:, 1] - d[:, 0], d[:, 2] - d[:, 0]], axis=-1)
-    a = v @ np.linalg.inv(u)
-    t = d[:, 0] - np.einsum("nij,nj->ni", a, s[:, 0])
-    return np.concatenate([a, t[:, :, None]], axis=-1)
+    a = np.zeros((n, 6, 6))
+    b = np.zeros((n, 6))
+    for i in range(3):
+        a[:, 2 * i, 0:2] = a[:, 2 * i + 1, 3:5] = s[:, i]
+        a[:, 2 * i, 2] = a[:, 2 * i + 1, 5] = 1.0
+        b[:, 2 * i : 2 * i + 2] = dst[:, i]
+    rows = np.arange(n)
+    singular = np.zeros(n, bool)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for i in range(6):
+            k = i + np.argmax(np.abs(a[:, i:, i]), axis=1)
+            singular |= np.abs(a[rows, k, i]) < np.finfo(np.float64).eps * 100
+            a[rows, i], a[rows, k] = a[rows, k], a[rows, i].copy()
+            b[rows, i], b[rows, k] = b[rows, k], b[rows, i].copy()
+            d = -1 / a[:, i, i]
+            for j in range(i + 1, 6):
+                alpha = a[:, j, i] * d
+                for col in range(i + 1, 6):
+                    a[:, j, col] += alpha * a[:, i, col]
+                b[:, j] += alpha * b[:, i]
+        for i in range(5, -1, -1):
+            acc = b[:, i].copy()
+            for col in range(i + 1, 6):
+                acc -= a[:, i, col] * b[:, col]
+            b[:, i] = acc / a[:, i, i]
+    b[singular] = 0.0
+    return b.reshape(n, 2, 3)
 
 
 def affine_matrices(
@@ -139,8 +166,8 @@ def affine_matrices(
 
     ``centers``/``scales`` are ``(N, 2)``; ``output_size`` is one ``(w, h)`` or ``(N, 2)``;
     ``rotations`` (degrees) and ``shifts`` broadcast to ``N``. The point triplets are the official
-    float32 ones and the 3-point system is solved in closed form in float64, which agrees with
-    ``cv2.getAffineTransform`` to float64 rounding (~1e-15 relative).
+    float32 ones and they are solved as ``cv2.getAffineTransform`` solves them, so every matrix is
+    bit-identical to the official ``get_affine_transform``.
     """
     c = _np(centers, np.float32).reshape(-1, 2)
     n = c.shape[0]
@@ -153,7 +180,7 @@ def affine_matrices(
 
 
 def affine_transform_points(points: ArrayLike, matrices: ArrayLike) -> np.ndarray:
-    """Apply ``(..., 2, 3)`` affine matrices to points ``(..., P, 2)``: ``t @ [x, y, 1]`` in float64.
+    """Apply ``(..., 2, 3)`` affine matrices to points ``(..., P, 2)``: ``t @ [x, y, 1]``, float64.
 
     Evaluated as a matrix-vector product like the official ``affine_transform`` (``np.dot``), which
     reproduces its roundings.
@@ -170,10 +197,10 @@ def transform_preds(
     scales: ArrayLike,
     heatmap_size: Sequence[int] | ArrayLike,
 ) -> np.ndarray:
-    """Heatmap coordinates ``(..., K, 2)`` -> image pixels, float64, as the official ``transform_preds``.
+    """Heatmap coordinates ``(..., K, 2)`` -> image pixels, float64 (official ``transform_preds``).
 
     ``centers``/``scales`` have the leading shape of ``coords`` plus ``(2,)``; ``heatmap_size`` is
-    ``(w, h)`` (or one per item). The inverse crop matrix is built without rotation, as the official one.
+    ``(w, h)`` (or one per item). The inverse crop matrix has no rotation, as the official one.
     """
     c = _np(coords, np.float64)
     lead = c.shape[:-2]
@@ -255,8 +282,8 @@ def warp_crops(
 
     # theta maps normalised crop coordinates to normalised image coordinates (align_corners=True).
     to_norm = np.array([[2.0 / (width - 1), 0, -1], [0, 2.0 / (height - 1), -1], [0, 0, 1]])
-    from_norm = np.array([[(out_w - 1) / 2, 0, (out_w - 1) / 2], [0, (out_h - 1) / 2, (out_h - 1) / 2],
-                          [0, 0, 1]])
+    hw, hh = (out_w - 1) / 2, (out_h - 1) / 2
+    from_norm = np.array([[hw, 0, hw], [0, hh, hh], [0, 0, 1]])
     theta = to_norm[:2] @ np.concatenate([mats, np.tile([[[0, 0, 1]]], (n, 1, 1))], 1) @ from_norm
     grid = F.affine_grid(
         torch.as_tensor(theta, dtype=torch.float64, device=dev),

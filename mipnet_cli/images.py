@@ -66,12 +66,12 @@ def _to_rgb_uint8(im: Image.Image) -> np.ndarray:
         gray8 = np.rint(np.clip(gray, 0.0, full) * (255.0 / full)).astype(np.uint8)
         return np.ascontiguousarray(np.repeat(gray8[:, :, None], 3, axis=2))
     if mode == "RGB":
-        return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
+        return np.array(im, dtype=np.uint8)
     has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
         mode == "P" and "transparency" in im.info
     )
     if not has_alpha:
-        return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
+        return np.array(im.convert("RGB"), dtype=np.uint8)
     rgba = np.asarray(im.convert("RGBA"), dtype=np.uint16)
     alpha = rgba[:, :, 3:4]
     rgb = (rgba[:, :, :3] * alpha + 127) // 255  # composite on black, rounded

@@ -27,7 +27,8 @@ def test_lossless_formats_read_exactly(tmp_path: Path, ext: str) -> None:
     path = tmp_path / f"pattern{ext}"
     Image.fromarray(img).save(path, **({"lossless": True} if ext == ".webp" else {}))
     out = read_image(path)
-    assert out.dtype == np.uint8 and out.shape == (24, 40, 3) and out.flags.c_contiguous
+    assert out.dtype == np.uint8 and out.shape == (24, 40, 3)
+    assert out.flags.c_contiguous and out.flags.writeable
     np.testing.assert_array_equal(out, img)
 
 

@@ -27,6 +27,9 @@ class PoseNet(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
+        if any(v % 32 for v in config.image_size):
+            raise ValueError(f"input size {config.image_size} must be a multiple of 32 "
+                             "(the coarsest features are 1/32 of the input)")
         self.config = config
         se = config.active_se
         # Index of the first MIMB; everything before it is computed once per crop.
