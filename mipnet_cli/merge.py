@@ -71,6 +71,8 @@ def oks_nms(
     """
     kp = np.asarray(keypoints)
     n = len(kp)
+    if n == 0:
+        return np.zeros(0, np.int64)
     order = np.argsort(np.asarray(scores, np.float64), kind="stable")[::-1]
     kpts = kp.reshape(n, -1)
     area = np.asarray(areas, np.float64)

@@ -108,13 +108,13 @@ def _gaussian_maps(centres: np.ndarray, h: int = 32, w: int = 24) -> torch.Tenso
 def test_subpixel_peaks_and_identity_boxes():
     true = np.array([[10.3, 12.7], [5.6, 20.2], [17.4, 8.4]])
     hm = _gaussian_maps(true)[None]  # (1, 3, 32, 24)
-    # A box whose heatmap maps to image pixels 1:1: scale*200 = heatmap width, centre = (w/2, h/2).
+    # A box mapping heatmap pixels 1:1 to image pixels: scale*200 = (w, h), centre = (w/2, h/2).
     center, scale = np.array([[12.0, 16.0]]), np.array([[24 / 200, 32 / 200]])
     plain, _ = decode_heatmaps(hm, center, scale, post_process=False)
     quarter, _ = decode_heatmaps(hm, center, scale)
     dark, _ = decode_dark(hm, center, scale)
     err = [np.abs(p[0].numpy() - true).max() for p in (plain, quarter, dark)]
-    assert err[0] <= 0.5 and err[1] <= 0.3 and err[2] < 0.05
+    assert err[0] <= 0.5 and err[1] <= 0.25 and err[2] < 1e-3  # measured 0.4, 0.15, 3e-4
     np.testing.assert_array_equal(plain[0].numpy(), np.round(true))
 
 

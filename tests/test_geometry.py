@@ -95,7 +95,8 @@ def test_affine_transform_points_equal_fixture(aff):
 
 
 def test_transform_preds_equals_fixture(aff):
-    out = transform_preds(aff["tp_coords"], aff["tp_center"], aff["tp_scale"], aff["tp_output_size"])
+    out = transform_preds(aff["tp_coords"], aff["tp_center"], aff["tp_scale"],
+                          aff["tp_output_size"])
     np.testing.assert_array_equal(out, aff["tp_out"])
     one = transform_preds(aff["tp_coords"][3], aff["tp_center"][3], aff["tp_scale"][3],
                           aff["tp_output_size"][3])
@@ -133,8 +134,8 @@ def test_warp_crops_match_cv2_at_many_rotations_and_scales(device):
     got = warp_crops(img, centers, scales, (24, 32), rots, quantize=False, device=device)
     got = got.permute(0, 2, 3, 1).cpu().numpy()
     for i, r in enumerate(rots):
-        ref = cv2.warpAffine(img, get_affine_transform(centers[i], scales[i], r, (24, 32)), (24, 32),
-                             flags=cv2.INTER_LINEAR)
+        trans = get_affine_transform(centers[i], scales[i], r, (24, 32))
+        ref = cv2.warpAffine(img, trans, (24, 32), flags=cv2.INTER_LINEAR)
         assert np.abs(got[i] - ref).max() <= (0.51 if CV2_MAJOR >= 5 else 1.5)
 
 

@@ -6,11 +6,15 @@ import cv2
 import numpy as np
 
 
-def _smooth_noise(rng: np.random.Generator, height: int, width: int, cell: float) -> np.ndarray:
-    """Low-frequency noise in [-1, 1] with features about `cell` pixels wide."""
+def _smooth_noise(rng: np.random.Generator, height: int, width: int, cell: float,
+                  gain: np.ndarray | None = None) -> np.ndarray:
+    """Low-frequency noise in [-1, 1] with features about `cell` pixels wide; with `gain`
+    (one value per channel) an (H, W, C) image of the same noise scaled per channel."""
     gh, gw = max(2, int(height / cell) + 2), max(2, int(width / cell) + 2)
-    grid = rng.uniform(-1, 1, (gh, gw)).astype(np.float32)
-    return cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC)
+    grid = rng.uniform(-1, 1, (gh, gw, 1)).astype(np.float32)
+    if gain is not None:
+        grid = grid * gain
+    return cv2.resize(grid, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def _random_colour(rng: np.random.Generator) -> np.ndarray:
@@ -26,26 +30,26 @@ def _muted(rng: np.random.Generator) -> np.ndarray:
 
 def background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """An RGB uint8 background: gradient or wall/floor, textured noise, and clutter shapes."""
-    ys = np.linspace(0, 1, height, dtype=np.float32)[:, None]
-    xs = np.linspace(0, 1, width, dtype=np.float32)[None, :]
     c0, c1 = _muted(rng), _muted(rng)
     if rng.random() < 0.5:  # linear gradient in a random direction
         a = rng.uniform(0, 2 * np.pi)
-        t = np.float32(np.cos(a)) * xs + np.float32(np.sin(a)) * ys
+        t = np.cos(a) * np.array([[0, 1], [0, 1]]) + np.sin(a) * np.array([[0, 0], [1, 1]])
         t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
-        img = c0 + (c1 - c0) * t[:, :, None]
+        corners = (c0 + (c1 - c0) * t[:, :, None]).astype(np.float32)
+        img = cv2.resize(corners, (width, height), interpolation=cv2.INTER_LINEAR)
     else:  # wall and floor split at a horizon
+        ys = np.linspace(0, 1, height, dtype=np.float32)[:, None, None]
         horizon = rng.uniform(0.3, 0.7)
         floor = _muted(rng) * np.float32(0.8)
-        rows = np.where((ys < horizon)[:, :, None], c0 + (c1 - c0) * ys[:, :, None],
-                        floor * (np.float32(0.7) + np.float32(0.5) * (ys - horizon))[:, :, None])
-        img = np.repeat(rows, width, axis=1)
-    img = np.ascontiguousarray(img, dtype=np.float32)
+        rows = np.where(ys < horizon, c0 + (c1 - c0) * ys,
+                        floor * (np.float32(0.7) + np.float32(0.5) * (ys - horizon)))
+        img = cv2.resize(rows.astype(np.float32), (width, height),
+                         interpolation=cv2.INTER_NEAREST)
     for _ in range(int(rng.integers(1, 4))):  # a few octaves of texture
         cell = float(rng.uniform(4, max(8.0, min(height, width) / 3)))
         gain = (rng.uniform(5, 40) * rng.uniform(0.5, 1.0, 3)).astype(np.float32)
-        img += _smooth_noise(rng, height, width, cell)[:, :, None] * gain
-    img = np.ascontiguousarray(np.clip(img, 0, 255), dtype=np.uint8)
+        img += _smooth_noise(rng, height, width, cell, gain)
+    img = np.clip(img, 0, 255, out=img).astype(np.uint8)
     clutter(rng, img, int(rng.integers(3, 25)))
     return img
 

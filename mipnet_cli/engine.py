@@ -1,0 +1,181 @@
+"""The top-down engine: boxes -> batched crops -> every λ -> decode -> merge.
+
+`PoseEstimator` runs a pose network on person boxes of many images at once and returns the
+merged poses per image. It is the core that `mipnet predict`, `mipnet eval`, `mipnet video` and
+training-time validation share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .decode import decode_dark, decode_heatmaps, flip_average
+from .geometry import box_to_center_scale, warp_crops
+from .keypoints import KeypointSet, get_keypoint_set
+from .merge import box_areas, merge_instances
+from .models import PoseNet, instance_lambdas
+from .results import Box, Pose
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """`device`, else CUDA when present, else the CPU."""
+    if device and device != "auto":
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class EngineOptions:
+    """Inference settings (defaults are the official COCO test settings)."""
+
+    flip_test: bool = True
+    dark: bool = False
+    instances: int | None = None  # λ values to run (default: all the network has)
+    instance_decay: float = 0.5  # secondary instances' box-score factor
+    in_vis_thre: float = 0.2  # joints above this confidence count in the rescoring
+    oks_thresh: float = 0.9  # OKS-NMS threshold
+    box_padding: float = 1.25
+    batch_size: int = 64  # crops per network call
+    half: bool = False  # fp16 on CUDA
+
+
+@dataclass
+class CropPoses:
+    """Decoded poses of a batch of boxes: (B, N, K, 3) keypoints in image pixels."""
+
+    keypoints: np.ndarray
+    centers: np.ndarray  # (B, 2)
+    scales: np.ndarray  # (B, 2)
+
+
+class PoseEstimator:
+    """A pose network with its pre- and post-processing, on one device."""
+
+    def __init__(
+        self,
+        model: PoseNet,
+        keypoint_set: KeypointSet | str = "coco",
+        options: EngineOptions | None = None,
+        device: str | torch.device | None = None,
+    ) -> None:
+        self.options = options or EngineOptions()
+        self.device = pick_device(str(device) if device is not None else None)
+        self.keypoint_set = (get_keypoint_set(keypoint_set) if isinstance(keypoint_set, str)
+                             else keypoint_set)
+        if model.config.num_joints != self.keypoint_set.num_joints:
+            raise ValueError(f"the model predicts {model.config.num_joints} joints but the "
+                             f"keypoint set {self.keypoint_set.name} has "
+                             f"{self.keypoint_set.num_joints}")
+        self.half = self.options.half and self.device.type == "cuda"
+        self.model = model.eval().to(self.device)
+        if self.half:
+            self.model.half()
+        n = model.config.num_instances
+        wanted = self.options.instances or n
+        if not 1 <= wanted <= n:
+            raise ValueError(f"instances must be between 1 and {n} for this network")
+        self.lambdas = instance_lambdas(n)[:wanted].to(self.device)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, options: EngineOptions | None = None,
+                        device: str | torch.device | None = None) -> PoseEstimator:
+        from .checkpoints import load_checkpoint
+
+        model, meta = load_checkpoint(path)
+        return cls(model, meta.keypoints, options, device)
+
+    @property
+    def num_instances(self) -> int:
+        return self.lambdas.shape[0]
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the network input."""
+        return self.model.config.image_size
+
+    def boxes_to_center_scale(self, xywh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        h, w = self.input_size
+        return box_to_center_scale(np.asarray(xywh, np.float64).reshape(-1, 4), w / h,
+                                   self.options.box_padding)
+
+    @torch.no_grad()
+    def heatmaps(self, crops: torch.Tensor) -> torch.Tensor:
+        """(B, N, K, h, w) heatmaps of normalised crops for every λ, flip test included."""
+        x = crops.to(self.device, torch.float16 if self.half else torch.float32)
+        lams = self.lambdas.to(x.dtype)
+        out = self.model.forward_multi(x, lams)
+        if self.options.flip_test:
+            flipped = self.model.forward_multi(x.flip(-1), lams)
+            out = flip_average(out, flipped, self.keypoint_set.flip_pairs)
+        return out.float()
+
+    def decode(self, heatmaps: torch.Tensor, centers: np.ndarray, scales: np.ndarray) -> np.ndarray:
+        """(B, N, K, h, w) heatmaps -> (B, N, K, 3) keypoints (x, y, confidence) in image pixels."""
+        n = heatmaps.shape[1]
+        c = np.repeat(centers[:, None], n, axis=1)
+        s = np.repeat(scales[:, None], n, axis=1)
+        decode = decode_dark if self.options.dark else decode_heatmaps
+        preds, maxvals = decode(heatmaps, c, s)
+        return torch.cat([preds, maxvals], dim=-1).cpu().numpy()
+
+    def estimate(
+        self,
+        images: Sequence[np.ndarray | torch.Tensor],
+        boxes_xywh: np.ndarray,
+        image_index: np.ndarray,
+    ) -> CropPoses:
+        """Keypoints of every instance for boxes of several RGB images, batched."""
+        centers, scales = self.boxes_to_center_scale(boxes_xywh)
+        h, w = self.input_size
+        keypoints = np.zeros((len(centers), self.num_instances, self.keypoint_set.num_joints, 3),
+                             np.float32)
+        bs = self.options.batch_size
+        for start in range(0, len(centers), bs):
+            sl = slice(start, start + bs)
+            crops = warp_crops(list(images), centers[sl], scales[sl], (w, h),
+                               image_index=image_index[sl], device=self.device, normalize=True)
+            keypoints[sl] = self.decode(self.heatmaps(crops), centers[sl], scales[sl])
+        return CropPoses(keypoints, centers, scales)
+
+    def merge(self, crop_poses: CropPoses, boxes: Sequence[Box], rows: np.ndarray) -> list[Pose]:
+        """Merge the instances of the boxes `rows` (one image) into that image's poses."""
+        if len(rows) == 0:
+            return []
+        n = self.num_instances
+        kps = crop_poses.keypoints[rows].reshape(-1, self.keypoint_set.num_joints, 3)
+        box_scores = np.repeat([boxes[r].score for r in rows], n)
+        areas = np.repeat(box_areas(crop_poses.scales[rows]), n)
+        instances = np.tile(np.arange(n), len(rows))
+        result = merge_instances(
+            kps, box_scores, areas, instances, sigmas=self.keypoint_set.sigmas_array,
+            decay=self.options.instance_decay, in_vis_thre=self.options.in_vis_thre,
+            oks_thresh=self.options.oks_thresh)
+        poses = []
+        for i in result.keep:
+            box = boxes[rows[i // n]]
+            poses.append(Pose(keypoints=kps[i].copy(), score=float(result.scores[i]),
+                              box_id=box.id, instance=int(i % n), box_xywh=box.xywh,
+                              area=float(areas[i])))
+        return poses
+
+    def predict(
+        self, images: Sequence[np.ndarray], boxes: Sequence[Sequence[Box]]
+    ) -> list[list[Pose]]:
+        """Merged poses for each image, given its person boxes (one network pass for all)."""
+        flat = [b for per_image in boxes for b in per_image]
+        index = np.repeat(np.arange(len(images)), [len(b) for b in boxes])
+        if not flat:
+            return [[] for _ in images]
+        xywh = np.array([b.xywh for b in flat], np.float64)
+        crop_poses = self.estimate(images, xywh, index)
+        out, start = [], 0
+        for per_image in boxes:
+            rows = np.arange(start, start + len(per_image))
+            out.append(self.merge(crop_poses, flat, rows))
+            start += len(per_image)
+        return out
