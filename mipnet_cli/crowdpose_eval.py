@@ -44,7 +44,7 @@ class CrowdPoseEval(COCOeval):
             for g in gts:
                 g["area"] = g["bbox"][2] * g["bbox"][3] * AREA_FACTOR
         for key, dts in list(self._dts.items()):
-            self._dts[key] = dts
+            self._dts[key] = [d for d in dts if np.any(np.asarray(d["keypoints"])[2::3] > 0)]
 
     def _mean(self, precision: bool, iou: float | None = None) -> float:
         s = self.eval["precision"][..., 0, 0] if precision else self.eval["recall"][..., 0, 0]

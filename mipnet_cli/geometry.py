@@ -7,7 +7,8 @@ Conventions (those of the official HRNet/MIPNet code):
 - Sizes are ``(width, height)``, as the official ``output_size`` / ``MODEL.IMAGE_SIZE``.
 - Only ``scale[0] * 200`` (the box width) sets the crop extent; the crop keeps the output's aspect,
   which ``box_to_center_scale`` has already given the box. ``scale[1]`` only enters ``shift``.
-- Rotations are in degrees, counter-clockwise in the image as the official ``get_affine_transform``.
+- Rotations are in degrees; a positive ``rot`` shows the image content turned counter-clockwise
+  in the crop (the official ``get_affine_transform``: image right becomes crop up at 90).
 """
 
 from __future__ import annotations
@@ -236,14 +237,15 @@ def warp_crops(
     std: Sequence[float] = IMAGENET_STD,
     quantize: bool | None = None,
 ) -> torch.Tensor:
-    """Crop many boxes at once on the device: ``(N, 3, h, w)`` float32 for ``output_size = (w, h)``.
+    """Crop many boxes at once on the device: ``(N, 3, h, w)`` float32 for ``output_size=(w, h)``.
 
     Equivalent to the official ``cv2.warpAffine(img, get_affine_transform(c, s, r, size), size,
     flags=cv2.INTER_LINEAR)`` with a constant 0 border, done as one ``grid_sample`` (bilinear,
     zero padding, ``align_corners=True`` so pixel centres map onto pixel centres) over all images.
 
     - ``images``: one image or a list of them (sizes may differ), ``(H, W, 3)`` or ``(3, H, W)``,
-      uint8 or float, numpy or torch on any device. ``channels_last`` settles ``(3, H, 3)``.
+      uint8 or float (0-255 scale), numpy or torch on any device. ``channels_last`` settles
+      ``(3, H, 3)``.
     - ``image_index``: the image of each box (needed with several images; default all 0).
     - ``bgr``: the channels are BGR (``cv2.imread``) and are reversed to RGB.
     - ``quantize``: round (half to even) to whole grey levels as OpenCV's uint8 output does
@@ -271,12 +273,15 @@ def warp_crops(
     if n == 0:
         return torch.zeros((0, 3, out_h, out_w), dtype=torch.float32, device=dev)
 
-    # All images in one zero-padded batch: the padding reads as the constant 0 border.
+    # All images in one batch, zero-padded to a common size: the padding reads as the 0 border.
     height = max(2, max(t.shape[1] for t in chw))
     width = max(2, max(t.shape[2] for t in chw))
-    batch = torch.zeros((len(chw), 3, height, width), dtype=torch.float32, device=dev)
-    for i, t in enumerate(chw):
-        batch[i, :, : t.shape[1], : t.shape[2]] = t.to(dev, non_blocking=True)
+    if all(t.shape[1:] == (height, width) for t in chw):
+        batch = torch.stack([t.to(dev, torch.float32, non_blocking=True) for t in chw])
+    else:
+        batch = torch.zeros((len(chw), 3, height, width), dtype=torch.float32, device=dev)
+        for i, t in enumerate(chw):
+            batch[i, :, : t.shape[1], : t.shape[2]] = t.to(dev, non_blocking=True)
     if bgr:
         batch = batch.flip(1)
 

@@ -91,8 +91,13 @@ def _is_image_file(path: Path) -> bool:
 
 
 def _folder_images(folder: Path, recursive: bool) -> list[Path]:
+    """Image files in `folder` (and its subfolders), skipping hidden files and folders."""
     entries: Iterable[Path] = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted((p for p in entries if p.is_file() and _is_image_file(p)), key=_natural_key)
+    return sorted(
+        (p for p in entries if p.is_file() and _is_image_file(p)
+         and not any(part.startswith(".") for part in p.relative_to(folder).parts)),
+        key=_natural_key,
+    )
 
 
 def expand_inputs(inputs: Iterable[str | os.PathLike], recursive: bool = False) -> list[Path]:
@@ -100,7 +105,7 @@ def expand_inputs(inputs: Iterable[str | os.PathLike], recursive: bool = False) 
 
     - A file is taken as given, whatever its extension (reading it reports a bad file).
     - A folder contributes the image files directly inside it (`recursive=True`: in all its
-      subfolders too); hidden files (names starting with '.') are skipped.
+      subfolders too); hidden files and folders (names starting with '.') are skipped.
     - A pattern with `*`, `?` or `[` (quoted, so the shell leaves it alone; `**` spans folders)
       contributes the matching image files.
 

@@ -131,6 +131,9 @@ def draw_poses(
     limit = 8.0 * max(height, width)  # keeps wild coordinates inside OpenCV's integer range
     for index, pose in enumerate(poses):
         kpts = np.asarray(pose.keypoints, dtype=np.float64)
+        if kpts.shape != (keypoint_set.num_joints, 3):
+            raise ValueError(f"pose {index}: keypoints of shape {kpts.shape} do not fit the "
+                             f"{keypoint_set.num_joints}-joint {keypoint_set.name} skeleton")
         xy = np.clip(kpts[:, :2], -limit, limit)
         shown = (kpts[:, 2] >= kpt_thresh) & np.isfinite(kpts).all(axis=1)
         if not shown.any():
@@ -166,7 +169,7 @@ def draw_poses(
         for (x, y), text, fill, size in texts:
             draw.text((x, y), text, fill=fill, font=_font(size),
                       stroke_width=max(1, size // 7), stroke_fill=OUTLINE)
-        out = np.asarray(canvas).copy()
+        out = np.array(canvas)
     return out
 
 

@@ -343,7 +343,35 @@ def test_annotation_clean_up(tmp_path: Path) -> None:
     assert [r.ann_id for r in ds.records] == [1, 2]
     np.testing.assert_array_equal(ds.records[1].vis[[0, 16]], [1, 1])  # v=2 counts as 1
     assert ds.instances(0)[1].ann_id == 2  # the only other person
+    (tmp_path / "a.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(MipnetError, match=r"a\.jpg: cannot read image"):
+        ds[0]
     data["annotations"] = [{**base, "id": 1, "keypoints": kps[:-3]}]
     path.write_text(json.dumps(data))
     with pytest.raises(MipnetError, match="annotation 1 has 48 keypoint values, expected 51"):
         KeypointDataset(path, tmp_path)
+
+
+def test_normalize_image_equals_torchvision() -> None:
+    """Exhaustive: the output depends only on (grey level, channel)."""
+    from torchvision.transforms import functional as tf
+
+    from mipnet_cli.data.dataset import normalize_image
+
+    levels = np.tile(np.arange(256, dtype=np.uint8)[:, None, None], (1, 2, 3))
+    levels[:, 1] = levels[::-1, 0]  # channels see every level in both columns
+    expected = tf.normalize(tf.to_tensor(levels), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    got = normalize_image(levels)
+    assert got.dtype == torch.float32 and got.shape == (3, 256, 2)
+    assert torch.equal(got, expected)
+
+
+def test_color_jitter() -> None:
+    from mipnet_cli.data.augment import color_jitter
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (32, 24, 3), dtype=np.uint8)
+    assert np.array_equal(color_jitter(image, 0.0, rng), image)
+    changed = [color_jitter(image, 0.4, rng) for _ in range(5)]
+    assert all(c.dtype == np.uint8 and c.shape == image.shape for c in changed)
+    assert len({round(float(c.mean()), 3) for c in changed}) == 5

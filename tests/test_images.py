@@ -152,6 +152,7 @@ def test_expand_folders_files_and_globs(tmp_path: Path) -> None:
     d = tmp_path / "shots"
     _touch_images(d, ["frame10.jpg", "frame2.JPG", "frame1.png", "notes.txt", ".hidden.jpg"])
     _touch_images(d / "sub", ["deep.jpg"])
+    _touch_images(d / ".thumbs", ["frame1.jpg"])
     out = expand_inputs([str(d)])
     assert [p.name for p in out] == ["frame1.png", "frame2.JPG", "frame10.jpg"]
     out = expand_inputs([str(d)], recursive=True)

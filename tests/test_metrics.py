@@ -25,6 +25,7 @@ from mipnet_cli.keypoints import COCO17, CROWDPOSE14
 COCO = "mmpose_tests/coco/test_coco.json"
 OCHUMAN = "mmpose_tests/ochuman/test_ochuman.json"
 CROWDPOSE = "mmpose_tests/crowdpose/test_crowdpose.json"
+COCO_MINI = "coco_mini/annotations/person_keypoints_train2017.json"
 
 
 def _perturb(results: list[dict], fraction: float, seed: int = 0) -> list[dict]:
@@ -39,7 +40,7 @@ def _perturb(results: list[dict], fraction: float, seed: int = 0) -> list[dict]:
     return out
 
 
-@pytest.mark.parametrize("name", [COCO, OCHUMAN, "coco_mini/annotations/person_keypoints_train2017.json"])
+@pytest.mark.parametrize("name", [COCO, OCHUMAN, COCO_MINI])
 def test_coco_ground_truth_scores_one(realdata_dir: Path, name: str, capsys) -> None:
     ann = realdata_dir / name
     data = json.loads(ann.read_text())

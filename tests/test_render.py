@@ -116,6 +116,8 @@ def test_boxes_scores_and_explicit_sizes() -> None:
     assert tuple(out[20, 40]) == color_for(7)
     with pytest.raises(ValueError, match="RGB uint8"):
         draw_poses(img[:, :, 0], pose, COCO17)
+    with pytest.raises(ValueError, match="do not fit the 14-joint crowdpose skeleton"):
+        draw_poses(img, pose, CROWDPOSE14)
 
 
 def test_save_round_trip(tmp_path: Path) -> None:

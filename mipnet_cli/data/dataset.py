@@ -4,6 +4,8 @@ One sample per person box B0. Instance 0 is B0's own person; instances 1..N-1 ar
 annotated people of the image, nearest box centre first. All instances share B0's crop; after
 augmentation an instance with 3 or fewer joints inside the crop learns B0's pose instead (the
 paper: "instance i learns the i-th person when it has more than 3 joints inside the crop").
+As in MIPNet's `JointsLambdaDataset`, joints outside the crop are dropped for every instance,
+B0 included (HRNet would still paste the part of their Gaussian that reaches the heatmap).
 
 Sizes are (height, width), e.g. image_size=(256, 192), heatmap_size=(64, 48).
 """
@@ -103,7 +105,8 @@ class KeypointDataset(Dataset):
     - target_weights: (N, K, 1) float32;
     - meta: dict of index, image_id, image_file, ann_ids (N,), fallback (N,) bool (instance
       took B0's pose), joints (N, K, 2) and joints_vis (N, K) in crop pixels, center, scale,
-      rotation, flipped, score — all collatable by the default DataLoader collate.
+      rotation, flipped, score — all collatable by the default DataLoader collate. center and
+      scale describe the crop in the (possibly flipped) image; in evaluation they are B0's.
 
     Training (`train=True`) uses GT boxes with HRNet's augmentation. Evaluation uses no
     augmentation and GT boxes, or the boxes of a detection file (`boxes=`, HRNet's format: a
@@ -325,8 +328,13 @@ class KeypointDataset(Dataset):
 
 
 def normalize_image(rgb: np.ndarray) -> torch.Tensor:
-    """RGB uint8 (H, W, 3) -> (3, H, W) float32, /255, ImageNet mean/std (ToTensor + Normalize)."""
-    t = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div(255)
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
-    return t.sub(mean).div(std)
+    """RGB uint8 (H, W, 3) -> (3, H, W) float32: /255, then ImageNet (x - mean) / std.
+
+    The same float32 operations as torchvision's ToTensor + Normalize (bit-identical), done in
+    numpy, which avoids torch's thread pool for this small per-sample step.
+    """
+    x = rgb.transpose(2, 0, 1).astype(np.float32)
+    x /= np.float32(255)
+    x -= np.asarray(IMAGENET_MEAN, dtype=np.float32)[:, None, None]
+    x /= np.asarray(IMAGENET_STD, dtype=np.float32)[:, None, None]
+    return torch.from_numpy(x)

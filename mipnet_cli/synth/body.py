@@ -54,7 +54,7 @@ def sample_proportions(rng: np.random.Generator) -> Proportions:
     jitter = np.clip(rng.normal(1.0, 0.045, 11), 0.88, 1.12)
     names = ("shoulder_half", "hip_half", "spine", "neck", "head_r", "upper_arm", "forearm",
              "hand", "thigh", "shin", "foot")
-    values = {n: getattr(base, n) * float(j) for n, j in zip(names, jitter)}
+    values = {n: getattr(base, n) * float(j) for n, j in zip(names, jitter, strict=True)}
     return replace(base, **values, girth=float(rng.uniform(0.85, 1.3)))
 
 

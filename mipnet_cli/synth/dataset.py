@@ -21,7 +21,14 @@ from ..keypoints import COCO17, KeypointSet
 from .background import background
 from .layouts import LayoutImage, layout_figures, load_layouts
 from .scene import (
-    PersonTruth, Scene, box_iou, camera_effects, dress, order_back_to_front, random_crowd,
+    PersonTruth,
+    Scene,
+    box_iou,
+    camera_effects,
+    distractors_for,
+    dress,
+    order_back_to_front,
+    random_crowd,
     render_scene,
 )
 
@@ -231,7 +238,9 @@ class SampleRenderer:
             n = int(rng.integers(cfg.min_people, cfg.max_people + 1))
             figures = random_crowd(rng, n, width, height, cfg.overlap, cfg.scale_range)
         base = background(rng, height, width)
-        scene = render_scene(rng, dress(rng, figures), base, cfg.distractors)
+        people = dress(rng, figures)
+        scene = render_scene(people, base, distractors_for(rng, figures, height, width,
+                                                           cfg.distractors))
         scene.image = camera_effects(rng, scene.image)
         scene.people = keep_visible(scene.people, cfg.min_visible)
         return scene

@@ -33,19 +33,22 @@ KEYPOINT_PARTS: tuple[frozenset[int], ...] = (
     frozenset({L_SHIN, L_FOOT}), frozenset({R_SHIN, R_FOOT}),
 )
 
+TRUNK_PARTS = frozenset({TORSO, PANTS, SKIRT})
+
 SKIN, HAIR_MAT, SHIRT, LEGWEAR, SHOES, HAT = range(6)
 _LIGHT = np.array([-0.35, -0.55, 0.75]) / np.linalg.norm([-0.35, -0.55, 0.75])
 
 
 @dataclass
 class Cloth:
-    """A clothing material: base colour, second colour and pattern (plain, stripes, checks, noise)."""
+    """A clothing material: colours and a pattern (plain, stripes, checks or noise)."""
 
     colour: np.ndarray  # RGB float 0-255
     colour2: np.ndarray
     pattern: str
     period: float  # pattern period in body heights
     angle: float
+    seed: int  # the noise pattern's seed, so a person looks the same in every video frame
 
 
 @dataclass
@@ -79,7 +82,8 @@ def _sample_cloth(rng: np.random.Generator, palette: np.ndarray | None = None) -
     colour2 = _hsv(rng.random(), rng.uniform(0.0, 0.8), rng.uniform(0.1, 1.0))
     pattern = str(rng.choice(["plain", "stripes", "checks", "noise"], p=[0.5, 0.22, 0.1, 0.18]))
     return Cloth(np.clip(colour, 0, 255), colour2, pattern, float(rng.uniform(0.02, 0.07)),
-                 float(rng.uniform(0, np.pi)) if rng.random() < 0.3 else np.pi / 2)
+                 float(rng.uniform(0, np.pi)) if rng.random() < 0.3 else np.pi / 2,
+                 int(rng.integers(2**31)))
 
 
 def sample_appearance(rng: np.random.Generator) -> Appearance:
@@ -89,7 +93,8 @@ def sample_appearance(rng: np.random.Generator) -> Appearance:
     skin = np.clip(skin * rng.uniform(0.92, 1.06, 3), 0, 255)
     hair_palette = np.array([[25, 20, 18], [60, 40, 25], [110, 75, 40], [190, 160, 100],
                              [150, 150, 150], [140, 60, 30]], dtype=np.float64)
-    hair = hair_palette[rng.choice(6, p=[0.35, 0.25, 0.15, 0.1, 0.1, 0.05])] * rng.uniform(0.85, 1.1)
+    hair = hair_palette[rng.choice(6, p=[0.35, 0.25, 0.15, 0.1, 0.1, 0.05])]
+    hair = hair * rng.uniform(0.85, 1.1)
     legwear = str(rng.choice(["pants", "shorts", "skirt"], p=[0.68, 0.2, 0.12]))
     return Appearance(
         skin=skin, hair=np.clip(hair, 0, 255),
@@ -118,8 +123,7 @@ def _pixel_square(xy: np.ndarray) -> np.ndarray:
 class _Part:
     pid: int
     polygon: np.ndarray  # (N, 2) image coordinates
-    depth: float  # camera depth used for painting order and occlusion tests
-    order: float  # sort key (depth plus a small bias)
+    depth: float  # relative depth (see keypoint_depths), painting order and occlusion tests
 
 
 @dataclass
@@ -130,7 +134,25 @@ class DrawnFigure:
     y0: int
     parts: np.ndarray  # (h, w) uint8 part ids, 0 where the figure is absent
     colour: np.ndarray  # (h, w, 3) uint8 RGB
-    part_depth: np.ndarray  # (NUM_PARTS,) float32 depth of each part
+    part_depth: np.ndarray  # (NUM_PARTS,) relative depth of each part
+
+
+# Depth reference of each keypoint: 0 the shoulders' centre, 1 the hips' centre, 2 the neck.
+_KEYPOINT_REF = np.array([2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
+
+
+def _references(p: np.ndarray) -> np.ndarray:
+    return np.array([(p[5, 2] + p[6, 2]) / 2, (p[11, 2] + p[12, 2]) / 2, p[NECK, 2]])
+
+
+def keypoint_depths(fig: Figure) -> np.ndarray:
+    """Depths of the 17 keypoints relative to the trunk point they hang from.
+
+    A single depth for the whole trunk would put a forward-leaning chest in front of arms that
+    hang beside it; measured from its girdle, a limb is in front of the trunk (depth > 0),
+    beside it (about 0) or behind it (< 0) whatever the trunk does. Parts use the same scale.
+    """
+    return fig.points[:17, 2] - _references(fig.points)[_KEYPOINT_REF]
 
 
 def _hull(points: np.ndarray) -> np.ndarray:
@@ -138,21 +160,27 @@ def _hull(points: np.ndarray) -> np.ndarray:
 
 
 def _build_parts(fig: Figure, look: Appearance) -> list[_Part]:
-    """Every part's outline and depth, with keypoint pixels forced inside their own parts."""
+    """Every part's outline and relative depth, with keypoint pixels inside their own parts.
+
+    Depth biases (in body heights) settle ties: arms over the trunk, trunk over thighs,
+    clothing over the limb it covers, head over neck over trunk.
+    """
     p, s, prop = fig.points, fig.scale, fig.prop
     g = prop.girth
     lg = g ** 0.6
     rmin = 1.2
+    ref = _references(p)
     parts: list[_Part] = []
 
-    def capsule(pid: int, a: np.ndarray, b: np.ndarray, ra: float, rb: float,
+    def capsule(pid: int, a: np.ndarray, b: np.ndarray, ra: float, rb: float, group: int,
                 anchors: tuple[int, ...] = (), bias: float = 0.0, depth: float | None = None
-                ) -> None:
+                ) -> float:
         ra, rb = max(ra * s, rmin), max(rb * s, rmin)
         pts = [_circle(a[:2], ra), _circle(b[:2], rb)]
         pts += [_pixel_square(p[k, :2]) for k in anchors]
-        d = float((a[2] + b[2]) / 2) if depth is None else depth
-        parts.append(_Part(pid, _hull(np.concatenate(pts)), d, d + bias * s))
+        d = float((a[2] + b[2]) / 2 - ref[group]) + bias * s if depth is None else depth
+        parts.append(_Part(pid, _hull(np.concatenate(pts)), d))
+        return d
 
     # Chest axes in camera coordinates (left, up, forward form a right-handed frame here).
     left = p[5] - p[6]
@@ -174,23 +202,16 @@ def _build_parts(fig: Figure, look: Appearance) -> list[_Part]:
              p[6] + 0.68 * (p[12] - p[6]) - left * 0.005 * g * s]
     hips_out = [p[11] + hip_left * 0.04 * g * s, p[12] - hip_left * 0.04 * g * s]
     chest3d = [p[5] + left * sh_out, p[6] - left * sh_out, p[NECK] + up * 0.01 * s, *waist]
-    torso_depth = float(np.mean([q[2] for q in chest3d + hips_out]))
-    parts.append(_Part(TORSO, _hull(np.concatenate([slab(chest3d), _pixel_square(p[NECK, :2])])),
-                       torso_depth, torso_depth))
-    parts.append(_Part(TORSO, _hull(slab(waist + hips_out)), torso_depth, torso_depth))
-    pants_depth = torso_depth
+    chest = _hull(np.concatenate([slab(chest3d), _pixel_square(p[NECK, :2])]))
+    parts.append(_Part(TORSO, chest, 0.0))
+    parts.append(_Part(TORSO, _hull(slab(waist + hips_out)), 0.0))
     belt = [p[5 + i] + 0.8 * (p[11 + i] - p[5 + i]) for i in (0, 1)]
-    parts.append(_Part(PANTS, _hull(slab(belt + hips_out)), pants_depth,
-                       pants_depth + 0.001 * s))
+    parts.append(_Part(PANTS, _hull(slab(belt + hips_out)), 0.001 * s))
     if look.legwear == "skirt":
         hem = [p[11 + i] + 0.7 * (p[13 + i] - p[11 + i]) for i in (0, 1)]
         flare = [hem[0] + hip_left * 0.08 * s, hem[1] - hip_left * 0.08 * s]
-        parts.append(_Part(SKIRT, _hull(slab(waist + hips_out + flare)), pants_depth,
-                           pants_depth + 0.12 * s))
-    neck_depth = float((p[NECK, 2] + p[HEAD, 2]) / 2)
-    neck_bias = max(0.0, torso_depth - neck_depth) / s + 0.002
-    capsule(NECK_PART, p[NECK], p[HEAD], 0.03 * lg, 0.027 * lg, depth=neck_depth, bias=neck_bias)
-    head_order = max(float(p[HEAD, 2]) + 0.004 * s, neck_depth + (neck_bias + 0.001) * s)
+        parts.append(_Part(SKIRT, _hull(slab(waist + hips_out + flare)), 0.003 * s))
+    capsule(NECK_PART, p[NECK], p[HEAD], 0.03 * lg, 0.027 * lg, 2, depth=0.002 * s)
 
     # Head: an ellipse, slightly longer along the head's projected up axis.
     r = max(prop.head_r * s, 2.0)
@@ -201,36 +222,36 @@ def _build_parts(fig: Figure, look: Appearance) -> list[_Part]:
     t = np.linspace(0, 2 * np.pi, 24, endpoint=False)
     ell = p[HEAD, :2] + np.outer(np.cos(t) * r, lat2) + np.outer(np.sin(t) * 1.1 * r, up2)
     face_px = [_pixel_square(p[k, :2]) for k in range(3)]
-    parts.append(_Part(HEAD_PART, _hull(np.concatenate([ell, *face_px])), float(p[HEAD, 2]),
-                       head_order))
+    head_depth = max(float(p[HEAD, 2] - ref[2]), 0.0) + 0.004 * s
+    parts.append(_Part(HEAD_PART, _hull(np.concatenate([ell, *face_px])), head_depth))
     for k, pid in ((3, L_EAR), (4, R_EAR)):
-        capsule(pid, p[k], p[k], 0.22 * prop.head_r, 0.22 * prop.head_r, anchors=(k,))
+        capsule(pid, p[k], p[k], 0.22 * prop.head_r, 0.22 * prop.head_r, 2, anchors=(k,),
+                bias=0.004)
     if look.hair_style == "long":
         hf = fig.head_axes[:, 2]
         top = p[HEAD] - hf * 0.35 * r
         bottom = p[HEAD] - fig.head_axes[:, 1] * 2.0 * r - hf * 0.45 * r
-        capsule(HAIR, top, bottom, 0.95 * prop.head_r, 0.75 * prop.head_r)
+        capsule(HAIR, top, bottom, 0.95 * prop.head_r, 0.75 * prop.head_r, 2)
 
     sleeve_len = {0: 0.0, 1: 0.55, 2: 0.0}[look.sleeves]
     for i in (0, 1):
         sh, el, wr, hand = p[5 + i], p[7 + i], p[9 + i], p[L_HAND + i]
-        arm_bias = 0.006
-        capsule(L_UARM + i, sh, el, 0.036 * lg, 0.027 * lg, (5 + i, 7 + i), arm_bias)
-        capsule(L_FARM + i, el, wr, 0.027 * lg, 0.02 * lg, (7 + i, 9 + i), arm_bias + 0.001)
-        capsule(L_HAND_PART + i, wr, hand, 0.022, 0.019, (9 + i,), arm_bias + 0.002)
+        d_upper = capsule(L_UARM + i, sh, el, 0.036 * lg, 0.027 * lg, 0, (5 + i, 7 + i), 0.006)
+        capsule(L_FARM + i, el, wr, 0.027 * lg, 0.02 * lg, 0, (7 + i, 9 + i), 0.007)
+        capsule(L_HAND_PART + i, wr, hand, 0.022, 0.019, 0, (9 + i,), 0.008)
         if sleeve_len:
             end = sh + sleeve_len * (el - sh)
-            d = float((sh[2] + el[2]) / 2)
-            capsule(L_SLEEVE + i, sh, end, 0.042 * lg, 0.036 * lg, (5 + i,),
-                    arm_bias + 0.0005, depth=d)
+            capsule(L_SLEEVE + i, sh, end, 0.042 * lg, 0.036 * lg, 0, (5 + i,),
+                    depth=d_upper + 0.0005 * s)
         hip, knee, ank, toe = p[11 + i], p[13 + i], p[15 + i], p[L_TOE + i]
-        capsule(L_THIGH + i, hip, knee, 0.055 * lg, 0.036 * lg, (11 + i, 13 + i), -0.002)
-        capsule(L_SHIN + i, knee, ank, 0.036 * lg, 0.024 * lg, (13 + i, 15 + i), -0.001)
-        capsule(L_FOOT + i, ank, toe, 0.026, 0.02, (15 + i,), -0.0005)
+        d_thigh = capsule(L_THIGH + i, hip, knee, 0.055 * lg, 0.036 * lg, 1, (11 + i, 13 + i),
+                          -0.002)
+        capsule(L_SHIN + i, knee, ank, 0.036 * lg, 0.024 * lg, 1, (13 + i, 15 + i), -0.001)
+        capsule(L_FOOT + i, ank, toe, 0.026, 0.02, 1, (15 + i,), -0.0005)
         if look.legwear == "shorts":
             end = hip + 0.5 * (knee - hip)
-            d = float((hip[2] + knee[2]) / 2)
-            capsule(L_SHORTS + i, hip, end, 0.06 * lg, 0.045 * lg, (11 + i,), -0.0015, depth=d)
+            capsule(L_SHORTS + i, hip, end, 0.06 * lg, 0.045 * lg, 1, (11 + i,),
+                    depth=d_thigh + 0.0005 * s)
     return parts
 
 
@@ -248,9 +269,8 @@ def _material_of(look: Appearance) -> np.ndarray:
     return mat
 
 
-def _texture(cloth: Cloth, xs: np.ndarray, ys: np.ndarray, scale: float,
-             rng: np.random.Generator) -> np.ndarray:
-    """Colours (N, 3) of a cloth at image pixels (xs, ys)."""
+def _texture(cloth: Cloth, xs: np.ndarray, ys: np.ndarray, scale: float) -> np.ndarray:
+    """Colours (N, 3) of a cloth at pixels (xs, ys), given relative to the body's pelvis."""
     base = np.broadcast_to(cloth.colour, (len(xs), 3)).astype(np.float64)
     period = max(cloth.period * scale, 3.0)
     u = (xs * np.cos(cloth.angle) + ys * np.sin(cloth.angle)) / period
@@ -262,16 +282,18 @@ def _texture(cloth: Cloth, xs: np.ndarray, ys: np.ndarray, scale: float,
         return np.where(odd[:, None], base, 0.6 * base + 0.4 * cloth.colour2)
     if cloth.pattern == "noise":
         cell = max(period / 2, 2.0)
-        gx, gy = (xs / cell).astype(np.int64), (ys / cell).astype(np.int64)
-        gx -= gx.min()
-        gy -= gy.min()
-        grid = rng.normal(1.0, 0.18, (gy.max() + 1, gx.max() + 1))
+        grid = np.random.default_rng(cloth.seed).normal(1.0, 0.18, (_NOISE_CELLS, _NOISE_CELLS))
+        half = _NOISE_CELLS // 2
+        gx = np.clip(np.floor(xs / cell).astype(np.int64) + half, 0, _NOISE_CELLS - 1)
+        gy = np.clip(np.floor(ys / cell).astype(np.int64) + half, 0, _NOISE_CELLS - 1)
         return base * grid[gy, gx][:, None]
     return base
 
 
-def draw_figure(fig: Figure, look: Appearance, width: int, height: int,
-                rng: np.random.Generator) -> DrawnFigure | None:
+_NOISE_CELLS = 160
+
+
+def draw_figure(fig: Figure, look: Appearance, width: int, height: int) -> DrawnFigure | None:
     """Draw a figure clipped to a width x height image; None when it falls outside."""
     parts = _build_parts(fig, look)
     allpts = np.concatenate([q.polygon for q in parts])
@@ -284,7 +306,7 @@ def draw_figure(fig: Figure, look: Appearance, width: int, height: int,
     pm = np.zeros((h, w), np.uint8)
     depth = np.zeros(NUM_PARTS, np.float32)
     offset = np.array([x0 + 0.5, y0 + 0.5])  # pixel centres sit at integer cv2 coordinates
-    for part in sorted(parts, key=lambda q: q.order):
+    for part in sorted(parts, key=lambda q: q.depth):
         poly = np.round((part.polygon - offset) * 16).astype(np.int32)
         cv2.fillConvexPoly(pm, poly, int(part.pid), lineType=cv2.LINE_8, shift=4)
         depth[part.pid] = part.depth
@@ -294,6 +316,7 @@ def draw_figure(fig: Figure, look: Appearance, width: int, height: int,
     pid = pm[ys, xs]
     mat = _material_of(look)[pid]
     gx, gy = xs + x0 + 0.5, ys + y0 + 0.5
+    rx, ry = gx - fig.points[PELVIS, 0], gy - fig.points[PELVIS, 1]
     col = np.empty((len(xs), 3))
     flat = {SKIN: look.skin, HAIR_MAT: look.hair, SHOES: look.shoes}
     for m, c in flat.items():
@@ -301,7 +324,7 @@ def draw_figure(fig: Figure, look: Appearance, width: int, height: int,
     for m, cloth in ((SHIRT, look.shirt), (LEGWEAR, look.pants)):
         sel = mat == m
         if sel.any():
-            col[sel] = _texture(cloth, gx[sel], gy[sel], fig.scale, rng)
+            col[sel] = _texture(cloth, rx[sel], ry[sel], fig.scale)
     col[(pid == L_EAR) | (pid == R_EAR)] *= 0.9
 
     # Far parts a little darker so overlapping limbs of one colour stay apart.

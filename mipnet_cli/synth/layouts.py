@@ -18,7 +18,15 @@ import numpy as np
 from ..errors import MipnetError
 from ..keypoints import CROWDPOSE14, KeypointSet, keypoint_set_for
 from .body import (
-    FACE_LOCAL, HEAD, L_HAND, L_TOE, NECK, PELVIS, Figure, PoseParams, pose_figure,
+    FACE_LOCAL,
+    HEAD,
+    L_HAND,
+    L_TOE,
+    NECK,
+    PELVIS,
+    Figure,
+    PoseParams,
+    pose_figure,
     sample_proportions,
 )
 from .scene import place_at, random_body

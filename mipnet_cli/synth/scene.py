@@ -17,9 +17,19 @@ import numpy as np
 
 from .background import foreground_distractor
 from .body import FACE_NORMALS, Figure, pose_figure, sample_pose, sample_proportions
-from .draw import KEYPOINT_PARTS, Appearance, draw_figure, sample_appearance
+from .draw import (
+    KEYPOINT_PARTS,
+    NUM_PARTS,
+    TRUNK_PARTS,
+    Appearance,
+    draw_figure,
+    keypoint_depths,
+    sample_appearance,
+)
 
 DISTRACTOR = -1
+# A face point shows while its surface normal faces the camera, or nearly (ears stick out).
+FACE_MIN_COS = np.array([-0.15, -0.15, -0.15, -0.35, -0.35])
 
 
 @dataclass
@@ -166,19 +176,22 @@ def dress(rng: np.random.Generator, figures: list[Figure],
           track_ids: list[int] | None = None) -> list[Person]:
     """Give each figure a random appearance."""
     ids = track_ids if track_ids is not None else [None] * len(figures)
-    return [Person(f, sample_appearance(rng), t) for f, t in zip(figures, ids)]
+    return [Person(f, sample_appearance(rng), t) for f, t in zip(figures, ids, strict=True)]
 
 
 def _visibility(fig: Figure, index: int, label: np.ndarray, parts: np.ndarray,
                 part_depth: np.ndarray) -> np.ndarray:
     """v in {0, 1, 2} for the 17 keypoints of the person painted as label value index + 1."""
     h, w = label.shape
-    pts = fig.points[:17]
-    tol = 0.035 * fig.scale
-    face_front = (fig.head_axes @ FACE_NORMALS.T)[2] > -0.15
+    depth = keypoint_depths(fig)
+    # A trunk hides a joint only well behind its middle: at 45 degrees the far shoulder still
+    # shows at the chest's outline, as annotators see it; limbs are thin and hide sooner.
+    tol = np.full(NUM_PARTS, 0.035 * fig.scale)
+    tol[list(TRUNK_PARTS)] = 0.085 * fig.prop.girth * fig.scale
+    face_front = (fig.head_axes @ FACE_NORMALS.T)[2] > FACE_MIN_COS
     vis = np.zeros(17, np.int64)
     for k in range(17):
-        x, y, d = pts[k]
+        x, y = fig.points[k, :2]
         if not (0 <= x < w and 0 <= y < h):
             continue
         qy, qx = int(np.floor(y)), int(np.floor(x))
@@ -186,7 +199,7 @@ def _visibility(fig: Figure, index: int, label: np.ndarray, parts: np.ndarray,
             vis[k] = 1
             continue
         pid = int(parts[qy, qx])
-        covered = pid not in KEYPOINT_PARTS[k] and part_depth[pid] > d + tol
+        covered = pid not in KEYPOINT_PARTS[k] and part_depth[pid] > depth[k] + tol[pid]
         vis[k] = 1 if covered or (k < 5 and not face_front[k]) else 2
     return vis
 
@@ -202,17 +215,17 @@ def _polygons(mask: np.ndarray, x0: int, y0: int) -> list[list[float]]:
     return polys
 
 
-def render_scene(rng: np.random.Generator, people: list[Person], base: np.ndarray,
-                 distractors: float = 0.6) -> Scene:
-    """Paint people back to front on a copy of `base`, add foreground distractors (a Poisson
-    count with this mean), and compute every person's ground truth from the label maps."""
+def render_scene(people: list[Person], base: np.ndarray,
+                 distractors: list[tuple[np.ndarray, np.ndarray]] = ()) -> Scene:
+    """Paint people back to front on a copy of `base`, then the foreground distractors
+    (mask, colour patch), and compute every person's ground truth from the label maps."""
     height, width = base.shape[:2]
     image = base.copy()
     label = np.zeros((height, width), np.int16)
     parts = np.zeros((height, width), np.uint8)
     drawn = []
     for i, person in enumerate(people):
-        d = draw_figure(person.figure, person.look, width, height, rng)
+        d = draw_figure(person.figure, person.look, width, height)
         drawn.append(d)
         if d is None:
             continue
@@ -222,16 +235,13 @@ def render_scene(rng: np.random.Generator, people: list[Person], base: np.ndarra
         image[win][m] = d.colour[m]
         label[win][m] = i + 1
         parts[win][m] = d.parts[m]
-    if people:
-        median_px = float(np.median([p.figure.scale for p in people]))
-        for _ in range(int(rng.poisson(distractors))):
-            mask, patch = foreground_distractor(rng, height, width, median_px)
-            image[mask] = patch[mask]
-            label[mask] = DISTRACTOR
-            parts[mask] = 0
+    for mask, patch in distractors:
+        image[mask] = patch[mask]
+        label[mask] = DISTRACTOR
+        parts[mask] = 0
 
     truths = []
-    for i, (person, d) in enumerate(zip(people, drawn)):
+    for i, (person, d) in enumerate(zip(people, drawn, strict=True)):
         if d is None:
             continue
         h, w = d.parts.shape
@@ -245,6 +255,16 @@ def render_scene(rng: np.random.Generator, people: list[Person], base: np.ndarra
         truths.append(PersonTruth(i, kps, box, int(full.sum()), int(visible.sum()),
                                   _polygons(visible, d.x0, d.y0), person.track_id))
     return Scene(image, label, parts, truths)
+
+
+def distractors_for(rng: np.random.Generator, figures: list[Figure], height: int, width: int,
+                    mean_count: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A Poisson number of foreground shapes sized after the people in the scene."""
+    if not figures:
+        return []
+    median_px = float(np.median([f.scale for f in figures]))
+    return [foreground_distractor(rng, height, width, median_px)
+            for _ in range(int(rng.poisson(mean_count)))]
 
 
 def camera_effects(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:

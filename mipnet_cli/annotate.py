@@ -1,0 +1,247 @@
+"""Annotating image files: person boxes (detector, box file or ground truth) -> engine -> poses.
+
+`Annotator.run(paths)` yields, in input order, one `ImagePoses` per readable image and one
+`ImageFailure` per file that cannot be read or matched to an image id, so a long run survives
+bad files. Images are read ahead on worker threads while the previous batch runs on the device,
+and the boxes of a whole batch of images go through the network together.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .detector import (
+    DEFAULT_DETECTOR,
+    PersonDetector,
+    image_ids_by_filename,
+    load_box_file,
+    load_gt_boxes,
+)
+from .engine import EngineOptions, PoseEstimator, pick_device
+from .errors import MipnetError
+from .images import expand_inputs, read_image
+from .results import Box, ImagePoses
+from .weights import resolve_pose_weights
+
+
+@dataclass
+class ImageFailure:
+    """An input file that produced no result, and why (one line)."""
+
+    path: str
+    reason: str
+
+
+class DetectorBoxes:
+    """Person boxes found by a detector on each image."""
+
+    source = "detector"
+
+    def __init__(self, detector: PersonDetector) -> None:
+        self.detector = detector
+
+    def boxes(self, images: Sequence[np.ndarray], image_ids: Sequence[int]) -> list[list[Box]]:
+        return self.detector.detect(images)
+
+
+class TableBoxes:
+    """Person boxes looked up by image id (a detection-results file or ground-truth boxes)."""
+
+    def __init__(self, table: dict[int, list[Box]], source: str) -> None:
+        self.table = table
+        self.source = source  # "file" | "gt"
+
+    def boxes(self, images: Sequence[np.ndarray], image_ids: Sequence[int]) -> list[list[Box]]:
+        return [list(self.table.get(i, [])) for i in image_ids]
+
+
+BoxSource = DetectorBoxes | TableBoxes
+
+
+def _failure(path: Path, error: MipnetError) -> ImageFailure:
+    """A failure record whose reason does not repeat the file name."""
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    prefix = f"{path}: "
+    return ImageFailure(str(path), message[len(prefix):] if message.startswith(prefix) else message)
+
+
+def _load(path: Path) -> np.ndarray | ImageFailure:
+    try:
+        return read_image(path)
+    except MipnetError as exc:
+        return _failure(path, exc)
+
+
+def collect_inputs(inputs: Sequence[str | os.PathLike], recursive: bool = False
+                   ) -> tuple[list[Path], list[ImageFailure]]:
+    """Image files from CLI arguments (see `expand_inputs`), and a failure for each argument
+    that gives none (a missing file, a pattern without a match, a folder without images).
+    Files reached twice are listed once."""
+    files: dict[Path, Path] = {}
+    failures: list[ImageFailure] = []
+    for item in inputs:
+        try:
+            found = expand_inputs([item], recursive=recursive)
+        except MipnetError as exc:
+            failures.append(_failure(Path(item), exc))
+            continue
+        for path in found:
+            files.setdefault(path.resolve(), path)
+    return list(files.values()), failures
+
+
+class Annotator:
+    """Poses for image files, batch by batch.
+
+    Image ids: `image_ids` (file name -> id, from an annotation file) when given; else, with a
+    box file, the number a COCO-style file name spells (000000000785.jpg -> 785); else the
+    1-based position in the input list. An image that cannot be given an id is a failure.
+    """
+
+    def __init__(
+        self,
+        estimator: PoseEstimator,
+        box_source: BoxSource,
+        image_ids: dict[str, int] | None = None,
+        ids_from: str = "the annotation file",
+        images_per_batch: int = 8,
+        readers: int = 4,
+    ) -> None:
+        if images_per_batch < 1 or readers < 1:
+            raise ValueError("images_per_batch and readers must be at least 1")
+        self.estimator = estimator
+        self.box_source = box_source
+        self.image_ids = image_ids
+        self.ids_from = ids_from
+        self.images_per_batch = images_per_batch
+        self.readers = readers
+
+    @classmethod
+    def from_options(
+        cls,
+        weights: str | None = None,
+        *,
+        detector: str | None = None,
+        detector_weights: str | os.PathLike | None = None,
+        det_thresh: float | None = None,
+        det_nms: float = 0.5,
+        boxes: str | os.PathLike | None = None,
+        gt: str | os.PathLike | None = None,
+        engine: EngineOptions | None = None,
+        device: str | None = None,
+        images_per_batch: int = 8,
+    ) -> Annotator:
+        """Build from user settings.
+
+        Boxes come from `boxes` (a COCO detection-results file; `det_thresh` defaults to 0
+        there, as in the official evaluation), else from the ground truth `gt` unless a
+        `detector` or `detector_weights` is named, else from a detector (default
+        fasterrcnn_resnet50_fpn_v2 with torchvision's COCO weights; `det_thresh` 0.5). `gt` also
+        gives the image ids. `weights=None` takes the shipped default pose model.
+        """
+        if boxes is not None and (detector is not None or detector_weights is not None):
+            raise MipnetError("a box file and a detector are two box sources: give only one")
+        torch_device = pick_device(device)
+        try:
+            estimator = PoseEstimator.from_checkpoint(resolve_pose_weights(weights), engine,
+                                                      torch_device)
+        except ValueError as exc:
+            raise MipnetError(str(exc)) from None
+        source: BoxSource
+        if boxes is not None:
+            source = TableBoxes(load_box_file(boxes, score_thresh=det_thresh or 0.0), "file")
+        elif gt is not None and detector is None and detector_weights is None:
+            source = TableBoxes(load_gt_boxes(gt), "gt")
+        else:
+            thresh = 0.5 if det_thresh is None else det_thresh
+            source = DetectorBoxes(PersonDetector(
+                detector or DEFAULT_DETECTOR, weights_path=detector_weights,
+                score_thresh=thresh, nms_iou=det_nms, device=torch_device))
+        ids = image_ids_by_filename(gt) if gt is not None else None
+        return cls(estimator, source, ids, ids_from=str(gt), images_per_batch=images_per_batch)
+
+    def assign_ids(self, paths: Sequence[Path]) -> list[int | ImageFailure]:
+        """The image id of each path, or why it has none."""
+        out: list[int | ImageFailure] = []
+        owner: dict[int, Path] = {}
+        for index, path in enumerate(paths):
+            image_id: int | ImageFailure
+            if self.image_ids is not None:
+                found = self.image_ids.get(path.name)
+                image_id = found if found is not None else ImageFailure(
+                    str(path), f"not listed in {self.ids_from}")
+            elif self.box_source.source == "file":
+                image_id = int(path.stem) if path.stem.isdigit() else ImageFailure(
+                    str(path), "cannot match it to the box file's image ids (its name is not "
+                               "a number); pass --gt ANNOTATIONS.json to map names to ids")
+            else:
+                image_id = index + 1
+            if isinstance(image_id, int):
+                if image_id in owner:
+                    image_id = ImageFailure(str(path), f"has the same image id ({image_id}) as "
+                                                       f"{owner[image_id]}")
+                else:
+                    owner[image_id] = path
+            out.append(image_id)
+        return out
+
+    def run(self, paths: Sequence[str | os.PathLike]) -> Iterator[ImagePoses | ImageFailure]:
+        """Poses (or a failure) for each path, in input order."""
+        for item in self.run_with_images(paths):
+            yield item[0] if isinstance(item, tuple) else item
+
+    def run_with_images(self, paths: Sequence[str | os.PathLike]
+                        ) -> Iterator[tuple[ImagePoses, np.ndarray] | ImageFailure]:
+        """As `run`, with each result's RGB image (for drawing), in input order."""
+        files = [Path(p) for p in paths]
+        ids = self.assign_ids(files)
+        todo = [i for i, v in enumerate(ids) if isinstance(v, int)]
+        batches = [todo[s:s + self.images_per_batch]
+                   for s in range(0, len(todo), self.images_per_batch)]
+        ready: dict[int, tuple[ImagePoses, np.ndarray] | ImageFailure] = {
+            i: v for i, v in enumerate(ids) if isinstance(v, ImageFailure)}
+        next_out = 0
+        with ThreadPoolExecutor(max_workers=self.readers) as pool:
+
+            def read(k: int) -> list[Future]:
+                return [pool.submit(_load, files[i]) for i in batches[k]] if k < len(batches) \
+                    else []
+
+            ahead = read(0)
+            for k, batch in enumerate(batches):
+                loaded = [f.result() for f in ahead]
+                ahead = read(k + 1)  # the next batch is read while this one runs
+                ready.update(self._annotate(batch, loaded, files, ids))
+                while next_out in ready:
+                    yield ready.pop(next_out)
+                    next_out += 1
+        for i in range(next_out, len(files)):
+            yield ready.pop(i)
+
+    def _annotate(self, batch: list[int], loaded: list[np.ndarray | ImageFailure],
+                  files: list[Path], ids: list[int | ImageFailure]
+                  ) -> dict[int, tuple[ImagePoses, np.ndarray] | ImageFailure]:
+        """Boxes and poses for the readable images of one batch (one network pass)."""
+        results: dict[int, tuple[ImagePoses, np.ndarray] | ImageFailure] = {}
+        good = [(i, img) for i, img in zip(batch, loaded, strict=True)
+                if not isinstance(img, ImageFailure)]
+        for i, img in zip(batch, loaded, strict=True):
+            if isinstance(img, ImageFailure):
+                results[i] = img
+        if not good:
+            return results
+        images = [img for _, img in good]
+        image_ids = [int(ids[i]) for i, _ in good]  # type: ignore[arg-type]
+        boxes = self.box_source.boxes(images, image_ids)
+        poses = self.estimator.predict(images, boxes)
+        for (i, img), image_id, b, p in zip(good, image_ids, boxes, poses, strict=True):
+            results[i] = (ImagePoses(path=str(files[i]), width=img.shape[1],
+                                     height=img.shape[0], image_id=image_id, boxes=b, poses=p),
+                          img)
+        return results

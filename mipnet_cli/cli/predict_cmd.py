@@ -1,0 +1,199 @@
+"""`mipnet predict`: poses for image files, written as COCO results, a COCO dataset, overlays."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from ..annotate import Annotator, ImageFailure, collect_inputs
+from ..engine import EngineOptions
+from ..errors import MipnetError
+from ..results import ImagePoses
+from ..writers import (
+    overlay_path,
+    unique_names,
+    write_coco_dataset,
+    write_overlay,
+    write_pose_results,
+)
+from .app import app, console, err_console
+
+DEMO_NOTICE = (
+    "[yellow]note:[/] no --weights given: using the shipped demo model, trained on synthetic "
+    "scenes only (its poses on real photos are not meaningful). Real checkpoints: "
+    "`mipnet weights list`, then `mipnet weights pull NAME`; or convert an official MIPNet/HRNet "
+    "file with `mipnet weights import SRC DST` and pass --weights DST."
+)
+
+EXAMPLES = """
+Examples:
+
+  mipnet predict photos/ --out overlays/ --json results.json
+
+  mipnet predict "shots/*.jpg" --coco dataset.json      (import into CVAT / Label Studio)
+
+  mipnet predict val2017/ --gt person_keypoints_val2017.json --json results.json
+
+  mipnet predict val2017/ --boxes dets.json --gt person_keypoints_val2017.json --json r.json
+"""
+
+
+class RateColumn(ProgressColumn):
+    """Images per second."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.1f} img/s" if speed else "- img/s", style="progress.data.speed")
+
+
+@app.command(epilog=EXAMPLES)
+def predict(
+    inputs: list[str] = typer.Argument(
+        ..., metavar="INPUT",
+        help="image files, folders or quoted glob patterns ('shots/**/*.jpg')"),
+    weights: str | None = typer.Option(
+        None, help="pose checkpoint: a file or a name from `mipnet weights list` "
+                   "(default: the shipped synthetic demo model)"),
+    detector: str | None = typer.Option(
+        None, help="torchvision person detector (default fasterrcnn_resnet50_fpn_v2, COCO "
+                   "weights); used unless --boxes or --gt give the boxes"),
+    detector_weights: Path | None = typer.Option(
+        None, help="local detector weights file (e.g. saved by PersonDetector.save)"),
+    det_thresh: float | None = typer.Option(
+        None, min=0.0, max=1.0,
+        help="minimum person-box score (default 0.5 for the detector, 0 for --boxes)"),
+    det_nms: float = typer.Option(0.5, min=0.0, max=1.0, help="detector NMS IoU threshold"),
+    boxes: Path | None = typer.Option(
+        None, help="COCO detection results [{image_id, category_id, bbox, score}] to use as "
+                   "person boxes (images matched by --gt, else by numeric file names)"),
+    gt: Path | None = typer.Option(
+        None, help="COCO annotation file: image ids by file name, and its person boxes "
+                   "unless --boxes or --detector is given"),
+    instances: int | None = typer.Option(
+        None, min=1, help="instances (λ values) per box (default: all the model has)"),
+    instance_decay: float = typer.Option(
+        0.5, min=0.0, max=1.0, help="box-score factor of secondary instances"),
+    flip: bool = typer.Option(True, "--flip/--no-flip", help="average with the mirrored image"),
+    dark: bool = typer.Option(False, help="DARK sub-pixel decoding"),
+    batch_size: int = typer.Option(8, min=1, help="images per step"),
+    crop_batch: int = typer.Option(64, min=1, help="person crops per network call"),
+    device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ..."),
+    half: bool = typer.Option(False, help="fp16 inference (CUDA only)"),
+    recursive: bool = typer.Option(False, help="search folders recursively"),
+    json_out: Path | None = typer.Option(
+        None, "--json", help="write COCO keypoint results (with box_id and instance)"),
+    coco: Path | None = typer.Option(
+        None, help="write a COCO person-keypoints dataset (for CVAT, Label Studio, ...)"),
+    out: Path | None = typer.Option(None, help="folder for skeleton overlays"),
+    kpt_thresh: float = typer.Option(
+        0.3, help="joints below this confidence are not drawn nor labelled in --coco"),
+    radius: int | None = typer.Option(None, min=1, help="joint radius in pixels (default: auto)"),
+    thickness: int | None = typer.Option(
+        None, min=1, help="limb thickness in pixels (default: auto)"),
+    show_boxes: bool = typer.Option(False, help="draw the person boxes"),
+    show_scores: bool = typer.Option(False, help="write pose and joint scores"),
+) -> None:
+    """Estimate every person's pose in images, including people hidden behind others.
+
+    Per box, one pose per instance λ: 0 is the box's own person, 1 the nearest other (often hidden).
+
+    Unreadable files are reported and skipped; the exit code is then 1.
+    """
+    files, failures = collect_inputs(inputs, recursive=recursive)
+    for failure in failures:
+        err_console.print(f"[red]skipped[/] {failure.path}: {failure.reason}", highlight=False,
+                          soft_wrap=True)
+    names = unique_names(files)
+    if out is not None:
+        for path, name in zip(files, names, strict=True):
+            if overlay_path(out, name).resolve() == path.resolve():
+                raise MipnetError(f"--out {out} would overwrite the input {path}; "
+                                  "choose another folder")
+    if weights is None:
+        err_console.print(DEMO_NOTICE, highlight=False, soft_wrap=True)
+    engine = EngineOptions(flip_test=flip, dark=dark, instances=instances,
+                           instance_decay=instance_decay, batch_size=crop_batch, half=half)
+    annotator = Annotator.from_options(
+        weights, detector=detector, detector_weights=detector_weights, det_thresh=det_thresh,
+        det_nms=det_nms, boxes=boxes, gt=gt, engine=engine, device=device,
+        images_per_batch=batch_size)
+    kps = annotator.estimator.keypoint_set
+    name_of = {str(p): n for p, n in zip(files, names, strict=True)}
+
+    done: list[ImagePoses] = []
+    start = time.perf_counter()
+    columns = (TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task("images", total=len(files))
+        for item in annotator.run_with_images(files):
+            if isinstance(item, ImageFailure):
+                failures.append(item)
+                progress.console.print(f"[red]skipped[/] {item.path}: {item.reason}",
+                                       highlight=False, soft_wrap=True)
+            else:
+                result, image = item
+                done.append(result)
+                if out is not None:
+                    write_overlay(overlay_path(out, name_of[result.path]), image, result, kps,
+                                  kpt_thresh=kpt_thresh, radius=radius, thickness=thickness,
+                                  show_boxes=show_boxes, show_scores=show_scores)
+            progress.advance(task)
+    seconds = time.perf_counter() - start
+
+    if json_out is not None:
+        write_pose_results(json_out, done)
+    if coco is not None:
+        write_coco_dataset(coco, done, kps, kpt_thresh, [name_of[r.path] for r in done])
+    if json_out is None and coco is None and out is None:
+        _per_image_table(done, name_of)
+    _summary(done, failures, seconds, [p for p in (json_out, coco, out) if p is not None])
+    if failures:
+        raise typer.Exit(1)
+
+
+def _per_image_table(done: list[ImagePoses], name_of: dict[str, str]) -> None:
+    table = Table(title="Poses per image (write them with --json, --coco or --out)")
+    for col in ("image", "id", "size", "boxes", "poses", "secondary", "best score"):
+        table.add_column(col, justify="left" if col == "image" else "right")
+    for r in done:
+        best = max((p.score for p in r.poses), default=None)
+        table.add_row(name_of[r.path], str(r.image_id), f"{r.width}×{r.height}",
+                      str(len(r.boxes)), str(len(r.poses)),
+                      str(sum(p.instance > 0 for p in r.poses)),
+                      "-" if best is None else f"{best:.3f}")
+    console.print(table)
+
+
+def _summary(done: list[ImagePoses], failures: list[ImageFailure], seconds: float,
+             written: list[Path]) -> None:
+    poses = [p for r in done for p in r.poses]
+    table = Table(title="mipnet predict", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    rate = len(done) / seconds if seconds > 0 else 0.0
+    rows = [
+        ("images", str(len(done))),
+        ("people (boxes)", str(sum(len(r.boxes) for r in done))),
+        ("poses", str(len(poses))),
+        ("  of which secondary instances", str(sum(p.instance > 0 for p in poses))),
+        ("failures", f"[red]{len(failures)}[/]" if failures else "0"),
+        ("time", f"{seconds:.1f} s ({rate:.2f} img/s)"),
+    ]
+    rows += [("written", str(p)) for p in written]
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)

@@ -1,0 +1,358 @@
+"""Training: the MIPNet multi-instance loss, checkpoints every epoch, exact resume, DDP.
+
+One process per GPU under `torchrun` (DistributedDataParallel with a distributed sampler),
+a single process otherwise. Randomness is re-seeded from (seed, epoch) at the start of every
+epoch, so a run resumed from the checkpoint of epoch e reproduces the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from .checkpoints import read_foreign_state_dict, read_meta, save_checkpoint
+from .data import AugmentConfig, KeypointDataset
+from .engine import EngineOptions, PoseEstimator, pick_device
+from .errors import MipnetError
+from .io import atomic_path
+from .losses import multi_instance_loss
+from .models import PoseNet, build_model, instance_lambdas
+from .validation import evaluate_predictions, predict_dataset
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; TOML files and `--set key=value` fill it."""
+
+    train_ann: str = ""
+    train_images: str = ""
+    val_ann: str | None = None
+    val_images: str | None = None
+    val_boxes: str | None = None
+    keypoints: str | None = None  # default: from the annotation file's joint count
+    arch: str = "hrnet_w32"
+    instances: int = 2
+    input_size: tuple[int, int] = (256, 192)  # height, width
+    init: str | None = None  # ImageNet or pose checkpoint; MIMBs start fresh
+    epochs: int = 210
+    batch_size: int = 32
+    lr: float = 1e-3
+    lr_steps: tuple[int, ...] = (170, 200)
+    lr_factor: float = 0.1
+    weight_decay: float = 0.0
+    grad_clip: float | None = None
+    amp: bool = True  # mixed precision on CUDA
+    sigma: float = 2.0
+    workers: int = 4
+    seed: int = 0
+    val_every: int = 1
+    flip_test: bool = True
+    max_steps_per_epoch: int | None = None
+    out_dir: str = "runs/train"
+    augment: dict[str, Any] = field(default_factory=dict)  # AugmentConfig fields
+
+    @classmethod
+    def load(cls, path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+        """Read a TOML file (sections are only for grouping) and apply `key=value` overrides."""
+        values: dict[str, Any] = {}
+        if path is not None:
+            try:
+                raw = tomllib.loads(Path(path).read_text())
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise MipnetError(f"{path}: cannot read training config ({exc})") from None
+            for key, value in raw.items():
+                if isinstance(value, dict) and key != "augment":
+                    values.update(value)
+                else:
+                    values[key] = value
+            base = Path(path).parent
+            for key in ("train_ann", "train_images", "val_ann", "val_images", "val_boxes", "init"):
+                if values.get(key) and not Path(values[key]).is_absolute():
+                    values[key] = str((base / values[key]).resolve())
+        for item in overrides:
+            key, sep, text = item.partition("=")
+            if not sep:
+                raise MipnetError(f"override {item!r} is not key=value")
+            try:
+                values[key.strip()] = tomllib.loads(f"v = {text}")["v"]
+            except tomllib.TOMLDecodeError:
+                values[key.strip()] = text
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise MipnetError(f"unknown training settings: {', '.join(unknown)}")
+        for key in ("input_size", "lr_steps"):
+            if key in values:
+                values[key] = tuple(values[key])
+        config = cls(**values)
+        if not config.train_ann or not config.train_images:
+            raise MipnetError("the training config needs train_ann and train_images")
+        return config
+
+
+class _AllInstances(nn.Module):
+    """Runs every λ in one forward so DistributedDataParallel sees the whole computation."""
+
+    def __init__(self, model: PoseNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, lams: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_multi(x, lams)
+
+
+def initialise(model: PoseNet, path: str | Path) -> tuple[int, int]:
+    """Copy every tensor whose name and shape match (pose or ImageNet checkpoints).
+
+    Returns (loaded, left fresh). MIMB layers of a single-instance checkpoint start fresh.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MipnetError(f"{path}: initialisation checkpoint not found")
+    try:
+        read_meta(path)
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    except MipnetError:
+        state, _ = read_foreign_state_dict(path)
+    own = model.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not matched:
+        raise MipnetError(f"{path}: no tensor matches {model.config.name or model.config.arch}")
+    model.load_state_dict(matched, strict=False)
+    return len(matched), len(own) - len(matched)
+
+
+def hardware_summary(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    return f"CPU {platform.processor() or platform.machine()} × {os.cpu_count()} threads"
+
+
+class Trainer:
+    """One training run in `config.out_dir`: last.safetensors, best.safetensors, state.pt,
+    log.jsonl and curves.png."""
+
+    def __init__(self, config: TrainConfig, device: str | None = None, console=None) -> None:
+        self.config = config
+        self.console = console
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if self.world > 1:
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            torch.distributed.init_process_group(backend)
+            self.device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else \
+                torch.device("cpu")
+            if self.device.type == "cuda":
+                torch.cuda.set_device(self.device)
+        else:
+            self.device = pick_device(device)
+        self.out = Path(config.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(config.seed)
+        size = tuple(config.input_size)
+        self.train_set = KeypointDataset(
+            config.train_ann, config.train_images, image_size=size,
+            heatmap_size=(size[0] // 4, size[1] // 4), sigma=config.sigma,
+            num_instances=config.instances, train=True, augment=AugmentConfig(**config.augment))
+        if config.keypoints and config.keypoints != self.train_set.keypoint_set.name:
+            from .keypoints import get_keypoint_set
+
+            self.train_set.keypoint_set = get_keypoint_set(config.keypoints)
+        self.keypoints = self.train_set.keypoint_set
+        self.val_set = None
+        if config.val_ann:
+            self.val_set = KeypointDataset(
+                config.val_ann, config.val_images or config.train_images, self.keypoints,
+                image_size=size, heatmap_size=(size[0] // 4, size[1] // 4), num_instances=1,
+                train=False, boxes=config.val_boxes)
+        self.model = build_model(config.arch, num_instances=config.instances, image_size=size,
+                                 num_joints=self.keypoints.num_joints).to(self.device)
+        self.init_report = None
+        if config.init:
+            self.init_report = initialise(self.model, config.init)
+        self.net: nn.Module = _AllInstances(self.model)
+        if self.world > 1:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.lambdas = instance_lambdas(config.instances).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr,
+                                          weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, milestones=list(config.lr_steps), gamma=config.lr_factor)
+        self.use_amp = config.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.epoch = 0
+        self.best = float("-inf")
+        self.history: list[dict] = []
+        self.train_time = 0.0
+
+    # ------------------------------------------------------------------ state
+    @property
+    def state_path(self) -> Path:
+        return self.out / "state.pt"
+
+    def save_state(self) -> None:
+        state = {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch, "best": self.best, "history": json.dumps(self.history),
+            "train_time": self.train_time, "config": json.dumps(asdict(self.config)),
+        }
+        with atomic_path(self.state_path) as tmp:
+            torch.save(state, tmp)
+
+    def resume(self) -> None:
+        """Continue from state.pt (model, optimizer, scheduler, scaler, epoch, history)."""
+        if not self.state_path.is_file():
+            raise MipnetError(f"{self.state_path}: nothing to resume from")
+        state = torch.load(self.state_path, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.best = int(state["epoch"]), float(state["best"])
+        self.history = json.loads(state["history"])
+        self.train_time = float(state["train_time"])
+
+    def provenance(self) -> dict:
+        c = self.config
+        return {
+            "trained_with": "mipnet train", "train_ann": Path(c.train_ann).name,
+            "epochs": self.epoch, "batch_size": c.batch_size, "lr": c.lr, "seed": c.seed,
+            "hardware": hardware_summary(self.device), "processes": self.world,
+            "train_time_s": round(self.train_time, 1), "torch": torch.__version__,
+            "date": time.strftime("%Y-%m-%d"), "best_val": self.best,
+            "config": asdict(c),
+        }
+
+    # ------------------------------------------------------------------ loop
+    def _loader(self, epoch: int) -> DataLoader:
+        c = self.config
+        g = torch.Generator().manual_seed(c.seed * 100_003 + epoch)
+        sampler = None
+        if self.world > 1:
+            sampler = DistributedSampler(self.train_set, shuffle=True, seed=c.seed)
+            sampler.set_epoch(epoch)
+        return DataLoader(self.train_set, batch_size=c.batch_size, shuffle=sampler is None,
+                          sampler=sampler, num_workers=c.workers, generator=g, drop_last=False,
+                          pin_memory=self.device.type == "cuda",
+                          persistent_workers=False)
+
+    def train_epoch(self, progress=None, stop_after: int | None = None) -> dict:
+        """One epoch; `stop_after` aborts after that many steps (interruption tests)."""
+        c = self.config
+        torch.manual_seed(c.seed * 100_003 + self.epoch)
+        self.net.train()
+        loader = self._loader(self.epoch)
+        steps = len(loader) if c.max_steps_per_epoch is None else \
+            min(len(loader), c.max_steps_per_epoch)
+        task = progress.add_task(f"epoch {self.epoch + 1}/{c.epochs}", total=steps,
+                                 loss=float("nan"), rate=0.0) if progress else None
+        total, count, start = 0.0, 0, time.perf_counter()
+        for step, (images, targets, weights, _) in enumerate(loader):
+            if step >= steps:
+                break
+            if stop_after is not None and step >= stop_after:
+                raise KeyboardInterrupt
+            images = images.to(self.device, non_blocking=True)
+            targets = targets.to(self.device, non_blocking=True)
+            weights = weights.to(self.device, non_blocking=True)
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
+                outputs = self.net(images, self.lambdas)
+            loss = multi_instance_loss(outputs.float(), targets, weights)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if c.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            total += loss.item() * len(images)
+            count += len(images)
+            if progress:
+                rate = count / max(time.perf_counter() - start, 1e-9)
+                progress.update(task, advance=1, loss=total / count, rate=rate)
+        self.scheduler.step()
+        elapsed = time.perf_counter() - start
+        self.train_time += elapsed
+        self.epoch += 1
+        return {"epoch": self.epoch, "loss": total / max(count, 1),
+                "lr": self.optimizer.param_groups[0]["lr"], "samples_per_s": count / elapsed,
+                "time_s": round(elapsed, 2)}
+
+    def validate(self, progress=None) -> dict:
+        est = PoseEstimator(self.model, self.keypoints,
+                            EngineOptions(flip_test=self.config.flip_test), self.device)
+        preds = predict_dataset(est, self.val_set, self.config.batch_size, progress=progress)
+        metrics = evaluate_predictions(preds, est, self.val_set, per_instance=True)
+        self.model.train()
+        return {name: {k: v for k, v in m.items() if k != "log"} for name, m in metrics.items()}
+
+    def fit(self, progress=None, stop_after: tuple[int, int] | None = None) -> list[dict]:
+        """Train to `config.epochs`, writing checkpoints and logs every epoch (rank 0)."""
+        while self.epoch < self.config.epochs:
+            stop = stop_after[1] if stop_after and stop_after[0] == self.epoch else None
+            record = self.train_epoch(progress, stop_after=stop)
+            if self.rank == 0:
+                if self.val_set is not None and self.epoch % self.config.val_every == 0:
+                    record["val"] = self.validate()
+                self.history.append(record)
+                self.write_epoch(record)
+        if self.world > 1:
+            torch.distributed.destroy_process_group()
+        return self.history
+
+    def write_epoch(self, record: dict) -> None:
+        metric = record["val"]["merged"]["AP"] if "val" in record else -record["loss"]
+        improved = metric > self.best
+        if improved:
+            self.best = metric
+        save_checkpoint(self.out / "last.safetensors", self.model, self.keypoints.name,
+                        self.provenance())
+        if improved:
+            save_checkpoint(self.out / "best.safetensors", self.model, self.keypoints.name,
+                            self.provenance())
+        self.save_state()
+        with open(self.out / "log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        plot_curves(self.history, self.out / "curves.png")
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    """Loss (and validation AP when present) per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.plot(epochs, [r["loss"] for r in history], "o-", color="tab:blue", label="train loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss", color="tab:blue")
+    ax.set_yscale("log")
+    val = [(r["epoch"], r["val"]["merged"]["AP"]) for r in history if "val" in r]
+    if val:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*val, strict=True), "s-", color="tab:orange", label="val AP")
+        ax2.set_ylabel("AP (merged)", color="tab:orange")
+        ax2.set_ylim(0, 1)
+    ax.set_title("mipnet train")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
+    plt.close(fig)
+
