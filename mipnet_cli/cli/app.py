@@ -29,12 +29,11 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 def run_app(argv: list[str] | None = None) -> int:
     """Run the CLI; user-facing errors become one line on stderr and exit code 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        # Without standalone mode, click returns an Exit's code instead of raising it.
+        code = app(args=argv, standalone_mode=False)
     except MipnetError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 2
-    except typer.Exit as exc:
-        return exc.exit_code
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130
@@ -48,7 +47,7 @@ def run_app(argv: list[str] | None = None) -> int:
             err_console.print("aborted")
             return 1
         raise
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def main() -> None:

@@ -93,7 +93,6 @@ def synth(
                           f"({frames} frames at {fps:g} fps, {video_codec()}"
                           f"{', AAC audio' if audio else ''})")
             total.merge(stats)
-            total.seconds += stats.seconds
         console.print(_stats_table("synthetic videos", total, "frames"))
         return
     config = SynthConfig(

@@ -145,6 +145,7 @@ class SynthStats:
             self.keypoints += np.bincount(p.keypoints[:, 2].astype(np.int64), minlength=3)
 
     def merge(self, other: SynthStats) -> None:
+        """Add another run's counts and time."""
         self.images += other.images
         self.people += other.people
         self.max_people_per_image = max(self.max_people_per_image, other.max_people_per_image)
@@ -153,6 +154,7 @@ class SynthStats:
         self.sum_crowd_index += other.sum_crowd_index
         self.images_with_people += other.images_with_people
         self.keypoints = self.keypoints + other.keypoints
+        self.seconds += other.seconds
 
     def summary(self) -> dict[str, float]:
         """The headline numbers (no timing, so they are reproducible)."""

@@ -108,9 +108,13 @@ def sample_appearance(rng: np.random.Generator) -> Appearance:
     )
 
 
-def _circle(c: np.ndarray, r: float, n: int = 12) -> np.ndarray:
-    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
-    return c + r * np.column_stack([np.cos(t), np.sin(t)])
+_UNIT_CIRCLE = np.column_stack([np.cos(np.arange(12) * np.pi / 6),
+                                np.sin(np.arange(12) * np.pi / 6)])
+_ELLIPSE_T = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+
+
+def _circle(c: np.ndarray, r: float) -> np.ndarray:
+    return c + r * _UNIT_CIRCLE
 
 
 def _pixel_square(xy: np.ndarray) -> np.ndarray:
@@ -208,8 +212,10 @@ def _build_parts(fig: Figure, look: Appearance) -> list[_Part]:
     belt = [p[5 + i] + 0.8 * (p[11 + i] - p[5 + i]) for i in (0, 1)]
     parts.append(_Part(PANTS, _hull(slab(belt + hips_out)), 0.001 * s))
     if look.legwear == "skirt":
-        hem = [p[11 + i] + 0.7 * (p[13 + i] - p[11 + i]) for i in (0, 1)]
-        flare = [hem[0] + hip_left * 0.08 * s, hem[1] - hip_left * 0.08 * s]
+        # The skirt hangs along the trunk whatever the legs do.
+        length = 0.7 * prop.thigh * s
+        flare = [p[11] - up * length + hip_left * 0.09 * g * s,
+                 p[12] - up * length - hip_left * 0.09 * g * s]
         parts.append(_Part(SKIRT, _hull(slab(waist + hips_out + flare)), 0.003 * s))
     capsule(NECK_PART, p[NECK], p[HEAD], 0.03 * lg, 0.027 * lg, 2, depth=0.002 * s)
 
@@ -219,7 +225,7 @@ def _build_parts(fig: Figure, look: Appearance) -> list[_Part]:
     n2 = np.linalg.norm(up2)
     up2 = up2 / n2 if n2 > 1e-6 else np.array([0.0, -1.0])
     lat2 = np.array([-up2[1], up2[0]])
-    t = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+    t = _ELLIPSE_T
     ell = p[HEAD, :2] + np.outer(np.cos(t) * r, lat2) + np.outer(np.sin(t) * 1.1 * r, up2)
     face_px = [_pixel_square(p[k, :2]) for k in range(3)]
     head_depth = max(float(p[HEAD, 2] - ref[2]), 0.0) + 0.004 * s
@@ -269,6 +275,9 @@ def _material_of(look: Appearance) -> np.ndarray:
     return mat
 
 
+_NOISE_CELLS = 160  # side of a cloth's noise pattern, in pattern cells
+
+
 def _texture(cloth: Cloth, xs: np.ndarray, ys: np.ndarray, scale: float) -> np.ndarray:
     """Colours (N, 3) of a cloth at pixels (xs, ys), given relative to the body's pelvis."""
     base = np.broadcast_to(cloth.colour, (len(xs), 3)).astype(np.float64)
@@ -288,9 +297,6 @@ def _texture(cloth: Cloth, xs: np.ndarray, ys: np.ndarray, scale: float) -> np.n
         gy = np.clip(np.floor(ys / cell).astype(np.int64) + half, 0, _NOISE_CELLS - 1)
         return base * grid[gy, gx][:, None]
     return base
-
-
-_NOISE_CELLS = 160
 
 
 def draw_figure(fig: Figure, look: Appearance, width: int, height: int) -> DrawnFigure | None:
@@ -379,7 +385,7 @@ def _shade_head(fig: Figure, look: Appearance, pm: np.ndarray, col: np.ndarray,
     light = 0.55 + 0.5 * np.clip(normal @ _LIGHT, 0, 1)
     col[sel] = c * light[:, None]
 
-    # Eyes and mouth where they face the camera and are not covered by hair.
+    # Eyes and mouth where they face the camera.
     feat = np.zeros(pm.shape, np.uint8)
     origin = np.array([x0 + 0.5, y0 + 0.5])
     eye_r = max(0.13 * r, 0.7)

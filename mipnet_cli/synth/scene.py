@@ -95,7 +95,7 @@ def _box_at(size: np.ndarray, x0: float, y0: float) -> np.ndarray:
 
 
 def _group_sizes(rng: np.random.Generator, n: int, overlap: float) -> list[int]:
-    """Split round(overlap * n) crowded people into groups of 2 or 3 (never a lone one)."""
+    """Split overlap * n (rounded at random) crowded people into groups of 2 or 3, never 1."""
     k = int(np.floor(overlap * n + rng.random()))
     if k == 1:
         k = 2 if n >= 2 and rng.random() < 0.5 else 0

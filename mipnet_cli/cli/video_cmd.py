@@ -1,0 +1,159 @@
+"""`mipnet video`: poses in a video, written as an annotated video, JSON Lines and COCO."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from ..engine import EngineOptions
+from ..video import VideoOptions, VideoSummary, annotate_video, load_estimator, video_box_source
+from .app import app, console, err_console
+from .predict_cmd import DEMO_NOTICE
+
+EXAMPLES = """
+Examples:
+
+  mipnet video clip.mp4 --out annotated.mp4 --json poses.jsonl
+
+  mipnet video street.avi --out tracked.mp4 --track --smooth --start 10 --end 20
+
+  mipnet video clip.mp4 --coco dataset.json --stride 5      (every 5th frame, for CVAT)
+
+  mipnet video synth.mp4 --gt synth.json --out check.mp4    (ground-truth boxes)
+"""
+
+
+class FpsColumn(ProgressColumn):
+    """Frames per second."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.1f} fps" if speed else "- fps", style="progress.data.speed")
+
+
+@app.command(epilog=EXAMPLES)
+def video(
+    source: Path = typer.Argument(..., help="input video (any format FFmpeg reads)"),
+    out: Path | None = typer.Option(
+        None, help="annotated video (.mp4, .m4v, .mov or .mkv): H.264 yuv420p, same frame rate "
+                   "and timestamps, audio copied"),
+    json_out: Path | None = typer.Option(
+        None, "--json", help="JSON Lines: one line per processed frame, flushed as it goes"),
+    coco: Path | None = typer.Option(
+        None, help="COCO person-keypoints dataset, one image per processed frame"),
+    weights: str | None = typer.Option(
+        None, help="pose checkpoint: a file or a name from `mipnet weights list` "
+                   "(default: the shipped synthetic demo model)"),
+    detector: str | None = typer.Option(
+        None, help="torchvision person detector (default fasterrcnn_resnet50_fpn_v2)"),
+    detector_weights: Path | None = typer.Option(None, help="local detector weights file"),
+    det_thresh: float | None = typer.Option(
+        None, min=0.0, max=1.0,
+        help="minimum person-box score (default 0.5 for the detector, 0 for --boxes)"),
+    det_nms: float = typer.Option(0.5, min=0.0, max=1.0, help="detector NMS IoU threshold"),
+    boxes: Path | None = typer.Option(
+        None, help="COCO detection results whose image_id is the frame number (index + 1)"),
+    gt: Path | None = typer.Option(
+        None, help="COCO annotation file whose image ids are frame numbers (index + 1), e.g. "
+                   "from `mipnet synth --video`: its person boxes"),
+    stride: int = typer.Option(
+        1, min=1, help="run the network on every N-th frame (the others show the latest poses)"),
+    start: float = typer.Option(0.0, min=0.0, help="start time in seconds"),
+    end: float | None = typer.Option(None, min=0.0, help="end time in seconds (exclusive)"),
+    max_frames: int | None = typer.Option(None, min=1, help="stop after this many frames"),
+    batch_frames: int = typer.Option(4, min=1, help="frames per pose-network batch"),
+    track: bool = typer.Option(False, help="stable person ids across frames (drawn as colours)"),
+    smooth: bool = typer.Option(False, help="One-Euro smoothing of tracked keypoints"),
+    smooth_cutoff: float = typer.Option(1.0, min=0.001, help="One-Euro minimum cutoff (Hz)"),
+    smooth_beta: float = typer.Option(0.05, min=0.0, help="One-Euro speed coefficient"),
+    instances: int | None = typer.Option(
+        None, min=1, help="instances (λ values) per box (default: all the model has)"),
+    flip: bool = typer.Option(True, "--flip/--no-flip", help="average with the mirrored crop"),
+    crop_batch: int = typer.Option(64, min=1, help="person crops per network call"),
+    device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ..."),
+    half: bool = typer.Option(False, help="fp16 inference (CUDA only)"),
+    kpt_thresh: float = typer.Option(0.3, help="joints below this confidence are not drawn"),
+    show_boxes: bool = typer.Option(False, help="draw the person boxes"),
+    show_scores: bool = typer.Option(False, help="write pose and joint scores"),
+    crf: int = typer.Option(20, min=0, max=51, help="H.264 quality (lower is better)"),
+) -> None:
+    """Estimate every person's pose in each frame of a video, occluded people included.
+
+    Ctrl-C stops after the current frames and leaves every output valid (exit code 130); a
+    truncated or damaged video ends with a message and what was written so far (exit code 1).
+    """
+    options = VideoOptions(stride=stride, start=start, end=end, max_frames=max_frames,
+                           batch_frames=batch_frames, track=track, smooth=smooth,
+                           smooth_cutoff=smooth_cutoff, smooth_beta=smooth_beta,
+                           kpt_thresh=kpt_thresh, show_boxes=show_boxes,
+                           show_scores=show_scores, crf=crf)
+    options.validate()
+    if smooth and not track:
+        err_console.print("[yellow]note:[/] --smooth works on tracked people: tracking is on",
+                          highlight=False)
+        options.track = True
+    if weights is None:
+        err_console.print(DEMO_NOTICE, highlight=False, soft_wrap=True)
+    engine = EngineOptions(flip_test=flip, instances=instances, batch_size=crop_batch, half=half)
+    box_source = video_box_source(boxes=boxes, gt=gt, detector=detector,
+                                  detector_weights=detector_weights, det_thresh=det_thresh,
+                                  det_nms=det_nms, device=device)
+    estimator = load_estimator(weights, engine, device)
+
+    columns = (TextColumn("frames"), BarColumn(), MofNCompleteColumn(), FpsColumn(),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task("video", total=None)
+
+        def advance(done: int, expected: int | None) -> None:
+            progress.update(task, completed=done, total=expected)
+
+        summary = annotate_video(source, estimator, box_source, options, out=out,
+                                 jsonl=json_out, coco=coco, progress=advance)
+    for notice in summary.notices:
+        err_console.print(f"[yellow]note:[/] {notice}", highlight=False, soft_wrap=True)
+    _summary(summary, [p for p in (out, json_out, coco) if p is not None])
+    if summary.error is not None:
+        err_console.print(f"[bold red]error:[/] {source}: {summary.error}; the outputs hold "
+                          f"the {summary.frames} frames before it", highlight=False,
+                          soft_wrap=True)
+        raise typer.Exit(1)
+    if summary.interrupted:
+        err_console.print(f"interrupted after {summary.frames} frames; the outputs are closed "
+                          "and valid", highlight=False)
+        raise typer.Exit(130)
+
+
+def _summary(s: VideoSummary, written: list[Path]) -> None:
+    table = Table(title="mipnet video", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    rate = s.frames / s.seconds if s.seconds > 0 else 0.0
+    rows = [
+        ("frames", str(s.frames)),
+        ("  through the pose network", str(s.processed)),
+        ("poses", str(s.poses)),
+        ("time", f"{s.seconds:.1f} s ({rate:.2f} frames/s)"),
+    ]
+    if s.tracks:
+        rows.append(("tracks", str(s.tracks)))
+    if s.encoder is not None:
+        rows.append(("encoder", s.encoder))
+        rows.append(("audio packets copied", f"{s.audio_packets} ({s.audio_streams} streams)"))
+    rows += [("written", str(p)) for p in written]
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)

@@ -1,0 +1,326 @@
+"""`mipnet video`: frames, timestamps and audio kept; JSONL/COCO outputs; ranges; interruptions;
+damaged input; the tracker and the One-Euro filter."""
+
+from __future__ import annotations
+
+import json
+import signal
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from mipnet_cli.checkpoints import save_checkpoint
+from mipnet_cli.cli import run_app
+from mipnet_cli.engine import PoseEstimator
+from mipnet_cli.keypoints import COCO17
+from mipnet_cli.models import build_model
+from mipnet_cli.results import Pose
+from mipnet_cli.synth import VideoConfig, generate_video
+from mipnet_cli.tracking import OneEuroFilter, PoseTracker
+
+FPS = 10
+FRAMES = 12
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(path, build_model("hrnet_w8_tiny", num_instances=2))
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    """A 12-frame 10 fps H.264 clip with an AAC track, and its ground truth (clip.json)."""
+    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
+    generate_video(path, VideoConfig(frames=FRAMES, fps=FPS, width=128, height=96,
+                                     min_people=1, max_people=2, seed=3))
+    return path
+
+
+def _frame_times(path: Path) -> list[Fraction]:
+    with av.open(str(path)) as c:
+        return [f.pts * f.time_base for f in c.decode(video=0)]
+
+
+def _audio_packets(path: Path) -> list[tuple[Fraction, Fraction, int]]:
+    with av.open(str(path)) as c:
+        return [(p.pts * p.time_base, p.duration * p.time_base, p.size)
+                for p in c.demux(audio=0) if p.size]
+
+
+def _video_info(path: Path) -> dict:
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        return {"codec": v.codec_context.name, "pix_fmt": v.codec_context.pix_fmt,
+                "rate": v.average_rate, "size": (v.width, v.height),
+                "audio": [a.codec_context.name for a in c.streams.audio]}
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _run(capsys, *args) -> tuple[int, str]:
+    code = run_app(["video", *map(str, args), "--device", "cpu", "--no-flip"])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def _box_file(path: Path, frames: int, bbox: list[float]) -> Path:
+    path.write_text(json.dumps([{"image_id": i + 1, "category_id": 1, "bbox": bbox, "score": 0.9}
+                                for i in range(frames)]))
+    return path
+
+
+def test_generated_clip_frames_timestamps_audio_and_outputs(clip, tiny_ckpt, tmp_path,
+                                                             capsys) -> None:
+    out, jsonl, coco = tmp_path / "out.mp4", tmp_path / "poses.jsonl", tmp_path / "d.json"
+    code, text = _run(capsys, clip, "--out", out, "--json", jsonl, "--coco", coco, "--gt",
+                      clip.with_suffix(".json"), "--weights", tiny_ckpt, "--batch-frames", 5)
+    assert code == 0, text
+    assert _frame_times(out) == _frame_times(clip) == [Fraction(i, FPS) for i in range(FRAMES)]
+    info = _video_info(out)
+    assert info["codec"] == "h264" and info["pix_fmt"] == "yuv420p"
+    assert info["rate"] == _video_info(clip)["rate"] == FPS
+    assert info["audio"] == _video_info(clip)["audio"] == ["aac"]
+    assert _audio_packets(out) == _audio_packets(clip)  # same packets, times and sizes
+    records = _lines(jsonl)
+    assert [r["frame_index"] for r in records] == list(range(FRAMES))
+    assert [r["timestamp"] for r in records] == pytest.approx([i / FPS for i in range(FRAMES)])
+    gt = json.loads(clip.with_suffix(".json").read_text())
+    per_image = {img["id"]: 0 for img in gt["images"]}
+    for ann in gt["annotations"]:
+        per_image[ann["image_id"]] += 1
+    assert [r["boxes"] for r in records] == [per_image[i + 1] for i in range(FRAMES)]
+    pose = records[0]["poses"][0]
+    assert len(pose["keypoints"]) == 3 * 17 and {"score", "bbox", "box_id", "instance"} <= set(pose)
+    dataset = json.loads(coco.read_text())
+    assert [img["frame_index"] for img in dataset["images"]] == list(range(FRAMES))
+    assert len(dataset["annotations"]) == sum(len(r["poses"]) for r in records)
+    assert [a["id"] for a in dataset["annotations"]] == list(range(1, len(dataset["annotations"]) + 1))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files
+
+
+def test_stride_start_end(clip, tiny_ckpt, tmp_path, capsys) -> None:
+    out, jsonl = tmp_path / "out.mp4", tmp_path / "p.jsonl"
+    code, text = _run(capsys, clip, "--out", out, "--json", jsonl, "--gt",
+                      clip.with_suffix(".json"), "--weights", tiny_ckpt, "--start", 0.3, "--end",
+                      0.85, "--stride", 2)
+    assert code == 0, text
+    # Frames 3..8 (0.3 s to 0.8 s), shifted to start at 0; the network ran on 3, 5 and 7.
+    assert _frame_times(out) == [Fraction(i, FPS) for i in range(6)]
+    records = _lines(jsonl)
+    assert [r["frame_index"] for r in records] == [3, 5, 7]
+    assert [r["timestamp"] for r in records] == pytest.approx([0.3, 0.5, 0.7])
+    audio = _audio_packets(out)
+    source = _audio_packets(clip)
+    kept = [p for p in source if Fraction(3, 10) <= p[0] < Fraction(9, 10)]
+    assert len(audio) == len(kept) and audio[0][0] >= 0
+    assert [a[2] for a in audio] == [k[2] for k in kept]  # the same packets, shifted
+
+    out2 = tmp_path / "max.mp4"
+    code, text = _run(capsys, clip, "--out", out2, "--gt", clip.with_suffix(".json"),
+                      "--weights", tiny_ckpt, "--max-frames", 4)
+    assert code == 0, text
+    assert _frame_times(out2) == [Fraction(i, FPS) for i in range(4)]
+
+
+def test_street_demo_h264(realdata_dir, tiny_ckpt, tmp_path, capsys) -> None:
+    src = realdata_dir / "video" / "street_demo.mp4"
+    boxes = _box_file(tmp_path / "boxes.json", 5, [380.0, 120.0, 160.0, 380.0])
+    out, jsonl = tmp_path / "street.mp4", tmp_path / "street.jsonl"
+    code, text = _run(capsys, src, "--out", out, "--json", jsonl, "--boxes", boxes,
+                      "--weights", tiny_ckpt, "--track")
+    assert code == 0, text
+    assert _frame_times(out) == _frame_times(src) and len(_frame_times(src)) == 5
+    assert _video_info(out)["rate"] == _video_info(src)["rate"]
+    assert _video_info(out)["size"] == (960, 540)
+    records = _lines(jsonl)
+    assert len(records) == 5 and all(r["boxes"] == 1 for r in records)
+    assert all("track_id" in p for r in records for p in r["poses"])
+
+
+def test_vtest_avi_first_frames(realdata_dir, tiny_ckpt, tmp_path, capsys) -> None:
+    src = realdata_dir / "video" / "vtest.avi"
+    boxes = _box_file(tmp_path / "boxes.json", 30, [300.0, 150.0, 80.0, 200.0])
+    out, jsonl = tmp_path / "vtest.mp4", tmp_path / "vtest.jsonl"
+    code, text = _run(capsys, src, "--out", out, "--json", jsonl, "--boxes", boxes,
+                      "--weights", tiny_ckpt, "--max-frames", 30, "--stride", 3,
+                      "--batch-frames", 5)
+    assert code == 0, text
+    times = _frame_times(out)
+    assert times == _frame_times(src)[:30] == [Fraction(i, 10) for i in range(30)]
+    assert _video_info(out)["rate"] == 10
+    assert [r["frame_index"] for r in _lines(jsonl)] == list(range(0, 30, 3))
+
+
+def test_ctrl_c_finishes_the_batch_and_closes_outputs(clip, tiny_ckpt, tmp_path, capsys,
+                                                      monkeypatch) -> None:
+    calls = []
+    predict = PoseEstimator.predict
+
+    def interrupted(self, images, boxes):
+        calls.append(len(images))
+        if len(calls) == 2:
+            signal.raise_signal(signal.SIGINT)  # what Ctrl-C sends, mid-batch
+        return predict(self, images, boxes)
+
+    monkeypatch.setattr(PoseEstimator, "predict", interrupted)
+    out, jsonl, coco = tmp_path / "out.mp4", tmp_path / "p.jsonl", tmp_path / "d.json"
+    code, text = _run(capsys, clip, "--out", out, "--json", jsonl, "--coco", coco, "--gt",
+                      clip.with_suffix(".json"), "--weights", tiny_ckpt, "--batch-frames", 2)
+    assert code == 130, text
+    assert "interrupted after 4 frames" in text
+    assert calls == [2, 2]
+    assert _frame_times(out) == [Fraction(i, FPS) for i in range(4)]
+    assert [r["frame_index"] for r in _lines(jsonl)] == [0, 1, 2, 3]
+    assert len(json.loads(coco.read_text())["images"]) == 4
+
+
+def test_keyboard_interrupt_inside_the_network_keeps_valid_outputs(clip, tiny_ckpt, tmp_path,
+                                                                   capsys, monkeypatch) -> None:
+    predict = PoseEstimator.predict
+    calls = []
+
+    def broken(self, images, boxes):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return predict(self, images, boxes)
+
+    monkeypatch.setattr(PoseEstimator, "predict", broken)
+    out, jsonl = tmp_path / "out.mp4", tmp_path / "p.jsonl"
+    code, text = _run(capsys, clip, "--out", out, "--json", jsonl, "--gt",
+                      clip.with_suffix(".json"), "--weights", tiny_ckpt, "--batch-frames", 2)
+    assert code == 130, text
+    assert _frame_times(out) == [Fraction(i, FPS) for i in range(4)]  # two whole batches
+    assert len(_lines(jsonl)) == 4
+
+
+def _faststart_copy(src: Path, dst: Path) -> None:
+    """Remux with the index (moov) first, as streaming MP4s are."""
+    with av.open(str(src)) as i, av.open(str(dst), "w", options={"movflags": "+faststart"}) as o:
+        streams = {s.index: o.add_stream_from_template(s) for s in i.streams}
+        for packet in i.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                o.mux(packet)
+
+
+def test_truncated_video_ends_with_a_message_and_valid_outputs(clip, tiny_ckpt, tmp_path,
+                                                               capsys) -> None:
+    whole = tmp_path / "whole.mp4"
+    _faststart_copy(clip, whole)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.6)])
+    out, jsonl = tmp_path / "out.mp4", tmp_path / "p.jsonl"
+    code, text = _run(capsys, cut, "--out", out, "--json", jsonl, "--gt",
+                      clip.with_suffix(".json"), "--weights", tiny_ckpt)
+    assert code == 1, text
+    error = [line for line in text.splitlines() if "error:" in line]
+    assert len(error) == 1 and str(cut) in error[0]
+    frames = _frame_times(out)
+    assert 0 < len(frames) < FRAMES and frames == [Fraction(i, FPS) for i in range(len(frames))]
+    assert len(_lines(jsonl)) == len(frames)
+
+    # Cut before its index (the usual MP4 layout): nothing can be read, and nothing is written.
+    no_index = tmp_path / "no_index.mp4"
+    no_index.write_bytes(clip.read_bytes()[: int(clip.stat().st_size * 0.6)])
+    out2 = tmp_path / "out2.mp4"
+    code, text = _run(capsys, no_index, "--out", out2, "--gt", clip.with_suffix(".json"),
+                      "--weights", tiny_ckpt)
+    assert code == 2 and "cannot read the video" in text and not out2.exists()
+
+
+def test_truncated_avi(realdata_dir, tiny_ckpt, tmp_path, capsys) -> None:
+    cut = tmp_path / "cut.avi"
+    with open(realdata_dir / "video" / "vtest.avi", "rb") as f:
+        cut.write_bytes(f.read(400_000))
+    out = tmp_path / "out.mp4"
+    boxes = _box_file(tmp_path / "boxes.json", 1, [300.0, 150.0, 80.0, 200.0])
+    code, text = _run(capsys, cut, "--out", out, "--boxes", boxes, "--weights", tiny_ckpt)
+    assert code == 1 and "truncated" in text, text
+    frames = _frame_times(out)
+    assert 10 < len(frames) < 795
+    assert frames == [Fraction(i, 10) for i in range(len(frames))]
+
+
+def test_bad_options(clip, tiny_ckpt, tmp_path, capsys) -> None:
+    code, text = _run(capsys, clip, "--out", tmp_path / "o.avi", "--weights", tiny_ckpt,
+                      "--gt", clip.with_suffix(".json"))
+    assert code == 2 and ".mp4" in text
+    code, text = _run(capsys, clip, "--boxes", tmp_path / "b.json", "--gt",
+                      clip.with_suffix(".json"), "--weights", tiny_ckpt)
+    assert code == 2 and "one box source" in text
+    code, text = _run(capsys, clip, "--start", 2, "--end", 1, "--weights", tiny_ckpt)
+    assert code == 2 and "--start" in text
+
+
+def _person(x: float, y: float, rng: np.random.Generator, conf: float = 0.9) -> Pose:
+    """A standing figure (17 joints) around (x, y), 100 px tall, with 1 px joint noise."""
+    template = np.array([
+        [0, -45], [-3, -48], [3, -48], [-6, -46], [6, -46], [-12, -30], [12, -30], [-16, -12],
+        [16, -12], [-18, 4], [18, 4], [-8, 5], [8, 5], [-9, 28], [9, 28], [-9, 50], [9, 50],
+    ], np.float64)
+    kps = np.concatenate([template + [x, y] + rng.normal(0, 1, template.shape),
+                          np.full((17, 1), conf)], axis=1)
+    return Pose(keypoints=kps.astype(np.float32), score=conf, box_id=0, instance=0)
+
+
+def test_tracker_keeps_ids_of_slowly_moving_people() -> None:
+    rng = np.random.default_rng(0)
+    tracker = PoseTracker(COCO17, max_age=3)
+    history = []
+    for frame in range(30):
+        people = [_person(100 + 3 * frame, 200, rng), _person(400 - 2 * frame, 210, rng)]
+        if 10 <= frame < 12:
+            people = people[:1]  # the second person is missed for two frames
+        if frame >= 20:
+            people.append(_person(250, 100, rng))  # a newcomer
+        order = rng.permutation(len(people))  # detection order means nothing
+        shuffled = [people[i] for i in order]
+        tracker.update(shuffled, frame / 30)
+        history.append([p.track_id for p in people])
+    assert all(ids[0] == 1 for ids in history)
+    assert all(ids[1] == 2 for ids in history if len(ids) > 1)
+    assert all(ids[2] == 3 for ids in history[20:])
+    assert tracker.next_id == 4
+
+    # Gone for longer than max_age: a new id.
+    tracker.update([], 1.0)
+    for k in range(4):
+        tracker.update([_person(190, 200, rng)], 1.1 + k / 30)
+    assert tracker.update([p := _person(190, 200, rng)], 2.0) is None and p.track_id == 4
+
+
+def test_one_euro_filter_reduces_jitter_and_follows_motion() -> None:
+    rng = np.random.default_rng(1)
+    t = np.arange(120) / 30.0
+    still = 200 + rng.normal(0, 2.0, (120, 17, 2))
+    filt = OneEuroFilter(min_cutoff=1.0, beta=0.05)
+    smoothed = np.stack([filt(x, ti) for x, ti in zip(still, t, strict=True)])
+    raw_jitter = np.abs(np.diff(still[30:], axis=0)).mean()
+    jitter = np.abs(np.diff(smoothed[30:], axis=0)).mean()
+    assert jitter < 0.3 * raw_jitter
+    assert np.abs(smoothed[30:] - 200).std() < 0.5 * np.abs(still[30:] - 200).std()
+
+    # A fast walk (300 px/s): the adaptive cutoff keeps the lag to a few pixels.
+    moving = 300 * t[:, None, None] + rng.normal(0, 2.0, (120, 17, 2))
+    filt = OneEuroFilter(min_cutoff=1.0, beta=0.05)
+    followed = np.stack([filt(x, ti) for x, ti in zip(moving, t, strict=True)])
+    lag = np.abs(followed[60:] - 300 * t[60:, None, None]).mean()
+    assert lag < 5.0
+
+    tracker = PoseTracker(COCO17, smooth=True)
+    poses = []
+    for k in range(40):
+        pose = _person(300, 300, rng)
+        tracker.update([pose], k / 30)
+        poses.append(pose.keypoints[:, :2])
+    assert np.abs(np.diff(poses[10:], axis=0)).mean() < 0.5 * np.sqrt(2) * 2 / np.sqrt(np.pi)
