@@ -245,7 +245,10 @@ def infer_config(
     if se_layers:
         common["se_modules"] = tuple(
             any(k.startswith(f"stage{i}_se.") for k in state) for i in (1, 2, 3, 4))
-    return ModelConfig(arch="hrnet", stages=tuple(stages), **common)
+    return ModelConfig(
+        arch="hrnet", stages=tuple(stages), stem_width=state["conv1.weight"].shape[0],
+        layer1_planes=state["layer1.0.conv1.weight"].shape[0],
+        layer1_blocks=len(_indices(state, r"layer1\.(\d+)\.conv1\.weight")), **common)
 
 
 def _size_from_name(path: Path) -> tuple[int, int] | None:

@@ -166,6 +166,10 @@ class _Stopped(Exception):
     """The consumer asked the reader to stop."""
 
 
+class _WriterFailed(Exception):
+    """The writer thread stopped on an error (kept in `_Writer.error`)."""
+
+
 def _put(q: queue.Queue, item: Any, stop: threading.Event) -> None:
     """Put `item`, giving up (raising _Stopped) once `stop` is set."""
     while True:
@@ -186,6 +190,7 @@ class _Reader(threading.Thread):
         self.src, self.options, self.audio_out = src, options, audio_out
         self.queue: queue.Queue = queue.Queue(maxsize=options.queue_frames)
         self.stop = threading.Event()
+        self.decoded = 0  # frames decoded from the start (or the seek point)
 
     def run(self) -> None:
         error = None
@@ -194,7 +199,8 @@ class _Reader(threading.Thread):
         except _Stopped:
             return
         except av.error.FFmpegError as exc:
-            error = f"cannot decode further ({_reason(exc)})"
+            error = (f"the video is damaged or truncated: decoding stopped after "
+                     f"{self.decoded} frames ({_reason(exc)})")
         except Exception as exc:  # noqa: BLE001 (reported to the consumer, never lost)
             error = f"{type(exc).__name__}: {_reason(exc)}"
         with contextlib.suppress(_Stopped):
@@ -209,7 +215,7 @@ class _Reader(threading.Thread):
             src.container.seek(src.origin + int(opt.start / tb), stream=src.video)
         shift: float | None = None if seeked else origin_s  # seconds removed from timestamps
         held: list[av.Packet] = []  # audio packets read before the first frame decides `shift`
-        decoded = written = 0
+        written = 0
         last = -1.0
         cut: float | None = opt.end  # no audio at or after this time
         done = False
@@ -235,7 +241,8 @@ class _Reader(threading.Thread):
                     break
                 continue
             for frame in packet.decode():
-                decoded += 1
+                self.decoded += 1
+                decoded = self.decoded
                 pts = frame.pts if frame.pts is not None else \
                     src.origin + round((decoded - 1) / fps / tb)
                 t = float((pts - src.origin) * tb)
@@ -263,6 +270,7 @@ class _Reader(threading.Thread):
         if done:
             return None
         # Fewer frames than the header announces, ending well before the stream's duration.
+        decoded = self.decoded
         checks = [None if seeked or not src.frames else decoded < src.frames,
                   None if src.duration is None else last + 1.5 / float(fps) < src.duration]
         known = [c for c in checks if c is not None]
@@ -318,7 +326,7 @@ class _Writer(threading.Thread):
                 name = s.codec_context.name
                 if name not in self.container.supported_codecs:
                     notices.append(f"audio stream {s.index} ({name}) cannot be copied into "
-                                   f"{path.suffix}: left out (write .mkv to keep it)")
+                                   f"a {fmt.upper()} file: left out")
                     continue
                 self.audio[s.index] = self.container.add_stream_from_template(s)
         except Exception:
@@ -359,10 +367,10 @@ class _Writer(threading.Thread):
         self.frames += 1
 
     def send(self, item: Any) -> None:
-        """Queue an item for encoding; raise the writer's error if it stopped."""
+        """Queue an item for encoding; raise _WriterFailed if the writer stopped on an error."""
         while True:
             if self.error is not None:
-                raise self.error
+                raise _WriterFailed
             try:
                 self.queue.put(item, timeout=0.1)
                 return
@@ -446,9 +454,10 @@ def video_box_source(
     det_nms: float = 0.5,
     device: str | None = None,
 ) -> BoxSource:
-    """Person boxes for frames: a COCO detection file or COCO annotation file whose `image_id`
-    is the 1-based frame number (frame index + 1, as `mipnet synth --video` writes), else a
-    detector (default fasterrcnn_resnet50_fpn_v2, COCO weights; `det_thresh` 0.5)."""
+    """Person boxes by image id: a COCO detection file (`det_thresh` default 0) or the boxes
+    of a COCO annotation file, else a detector (default fasterrcnn_resnet50_fpn_v2, COCO
+    weights; `det_thresh` 0.5). In a video, the image id is the 1-based frame number (frame
+    index + 1, as `mipnet synth --video` writes it)."""
     if sum(x is not None for x in (boxes, gt)) + (
             detector is not None or detector_weights is not None) > 1:
         raise MipnetError("give one box source: --boxes, --gt or a detector")
@@ -504,16 +513,19 @@ def annotate_video(
     for target in (out, jsonl, coco):
         if target is not None and Path(target).resolve() == src_path.resolve():
             raise MipnetError(f"{target} would overwrite the input video")
-    src = _Source(src_path)
-    summary = VideoSummary(audio_streams=len(src.audio))
-    expected = src.expected_frames(options)
-    stop_flag = threading.Event()
-    start = time.perf_counter()
     tracker = (PoseTracker(estimator.keypoint_set, kpt_thresh=options.kpt_thresh,
                            smooth=options.smooth, cutoff=options.smooth_cutoff,
                            beta=options.smooth_beta) if options.track else None)
+    src = _Source(src_path)
     with contextlib.ExitStack() as stack:
         stack.callback(src.container.close)
+        if src.duration is not None and options.start >= src.duration:
+            raise MipnetError(f"--start {options.start:g} s is past the end of {src_path} "
+                              f"({src.duration:.2f} s)")
+        summary = VideoSummary(audio_streams=len(src.audio))
+        expected = src.expected_frames(options)
+        stop_flag = threading.Event()
+        start = time.perf_counter()
         writer: _Writer | None = None
         if out is not None:
             # Interruptions and damaged input end the body normally: the partial video is kept.
@@ -543,6 +555,8 @@ def annotate_video(
                 run.loop(reader, stop_flag)
         except KeyboardInterrupt:
             summary.interrupted = True
+        except _WriterFailed:
+            pass  # raised below, once every thread has ended
         finally:
             reader.stop.set()
             reader.join()

@@ -220,6 +220,14 @@ def test_layouts_from_crowdpose_put_people_at_the_boxes(realdata_dir):
     assert np.median(best) > 0.6 and np.mean(np.array(best) > 0.5) > 0.7, best
 
 
+def test_layout_datasets_are_the_same_in_worker_processes(realdata_dir, tmp_path):
+    cfg = SynthConfig(num_images=3, layouts=str(realdata_dir / "crowdpose_val_annotations.json"),
+                      max_size=200)
+    generate_dataset(tmp_path / "one", cfg, workers=1)
+    generate_dataset(tmp_path / "two", cfg, workers=2)
+    assert _read_tree(tmp_path / "one") == _read_tree(tmp_path / "two")
+
+
 def test_bad_layout_files_are_named(tmp_path):
     with pytest.raises(MipnetError, match="nope.json"):
         load_layouts(tmp_path / "nope.json")

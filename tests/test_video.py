@@ -48,6 +48,18 @@ def _frame_times(path: Path) -> list[Fraction]:
         return [f.pts * f.time_base for f in c.decode(video=0)]
 
 
+def _decodable_times(path: Path) -> list[Fraction]:
+    """Times of the frames FFmpeg decodes before a damaged part stops it."""
+    times = []
+    with av.open(str(path)) as c:
+        try:
+            for f in c.decode(video=0):
+                times.append(f.pts * f.time_base)
+        except av.error.InvalidDataError:
+            pass
+    return times
+
+
 def _audio_packets(path: Path) -> list[tuple[Fraction, Fraction, int]]:
     with av.open(str(path)) as c:
         return [(p.pts * p.time_base, p.duration * p.time_base, p.size)
@@ -103,7 +115,8 @@ def test_generated_clip_frames_timestamps_audio_and_outputs(clip, tiny_ckpt, tmp
     dataset = json.loads(coco.read_text())
     assert [img["frame_index"] for img in dataset["images"]] == list(range(FRAMES))
     assert len(dataset["annotations"]) == sum(len(r["poses"]) for r in records)
-    assert [a["id"] for a in dataset["annotations"]] == list(range(1, len(dataset["annotations"]) + 1))
+    ids = [a["id"] for a in dataset["annotations"]]
+    assert ids == list(range(1, len(ids) + 1))
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files
 
 
@@ -120,7 +133,7 @@ def test_stride_start_end(clip, tiny_ckpt, tmp_path, capsys) -> None:
     assert [r["timestamp"] for r in records] == pytest.approx([0.3, 0.5, 0.7])
     audio = _audio_packets(out)
     source = _audio_packets(clip)
-    kept = [p for p in source if Fraction(3, 10) <= p[0] < Fraction(9, 10)]
+    kept = [p for p in source if Fraction(3, 10) <= p[0] < Fraction(85, 100)]
     assert len(audio) == len(kept) and audio[0][0] >= 0
     assert [a[2] for a in audio] == [k[2] for k in kept]  # the same packets, shifted
 
@@ -136,7 +149,7 @@ def test_street_demo_h264(realdata_dir, tiny_ckpt, tmp_path, capsys) -> None:
     boxes = _box_file(tmp_path / "boxes.json", 5, [380.0, 120.0, 160.0, 380.0])
     out, jsonl = tmp_path / "street.mp4", tmp_path / "street.jsonl"
     code, text = _run(capsys, src, "--out", out, "--json", jsonl, "--boxes", boxes,
-                      "--weights", tiny_ckpt, "--track")
+                      "--weights", tiny_ckpt, "--track", "--smooth")
     assert code == 0, text
     assert _frame_times(out) == _frame_times(src) and len(_frame_times(src)) == 5
     assert _video_info(out)["rate"] == _video_info(src)["rate"]
@@ -226,7 +239,7 @@ def test_truncated_video_ends_with_a_message_and_valid_outputs(clip, tiny_ckpt, 
     error = [line for line in text.splitlines() if "error:" in line]
     assert len(error) == 1 and str(cut) in error[0]
     frames = _frame_times(out)
-    assert 0 < len(frames) < FRAMES and frames == [Fraction(i, FPS) for i in range(len(frames))]
+    assert 0 < len(frames) < FRAMES and frames == _decodable_times(cut)
     assert len(_lines(jsonl)) == len(frames)
 
     # Cut before its index (the usual MP4 layout): nothing can be read, and nothing is written.
@@ -260,6 +273,67 @@ def test_bad_options(clip, tiny_ckpt, tmp_path, capsys) -> None:
     assert code == 2 and "one box source" in text
     code, text = _run(capsys, clip, "--start", 2, "--end", 1, "--weights", tiny_ckpt)
     assert code == 2 and "--start" in text
+    code, text = _run(capsys, clip, "--start", 5, "--gt", clip.with_suffix(".json"),
+                      "--weights", tiny_ckpt)
+    assert code == 2 and "past the end" in text
+
+
+def test_encoder_failure_is_an_error_and_leaves_no_video(clip, tiny_ckpt, tmp_path, capsys,
+                                                         monkeypatch) -> None:
+    import mipnet_cli.video as video
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("drawing failed")
+
+    monkeypatch.setattr(video, "draw_poses", broken)
+    out = tmp_path / "out.mp4"
+    code, text = _run(capsys, clip, "--out", out, "--gt", clip.with_suffix(".json"),
+                      "--weights", tiny_ckpt)
+    assert code == 2 and "cannot encode the video (drawing failed)" in text
+    assert list(tmp_path.iterdir()) == []  # neither the video nor its temporary file
+
+
+def _odd_mkv(path: Path, frames: int = 6) -> Path:
+    """A 67x51 lossless (FFV1) clip at 8 fps with a 16-bit and an 8-bit PCM audio track."""
+    with av.open(str(path), "w") as o:
+        v = o.add_stream("ffv1", rate=8)
+        v.width, v.height, v.pix_fmt = 67, 51, "bgr0"
+        tracks = [o.add_stream(codec, rate=8000, layout="mono")
+                  for codec in ("pcm_s16le", "pcm_u8")]
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((51, 67, 3), 40 * i, np.uint8), "rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 8)
+            o.mux(v.encode(frame))
+            for a in tracks:
+                tone = np.sin(np.arange(1000) / 5)[None]
+                u8 = a.codec_context.name == "pcm_u8"
+                samples = (128 + 60 * tone).astype(np.uint8) if u8 else \
+                    (3000 * tone).astype(np.int16)
+                af = av.AudioFrame.from_ndarray(samples, format="u8" if u8 else "s16",
+                                                layout="mono")
+                af.sample_rate, af.pts = 8000, 1000 * i
+                o.mux(a.encode(af))
+        o.mux(v.encode(None))
+        for a in tracks:
+            o.mux(a.encode(None))
+    return path
+
+
+def test_odd_size_and_audio_mp4_cannot_hold(tiny_ckpt, tmp_path, capsys) -> None:
+    src = _odd_mkv(tmp_path / "odd.mkv")
+    boxes = _box_file(tmp_path / "boxes.json", 6, [10.0, 5.0, 30.0, 40.0])
+    out = tmp_path / "out.mp4"
+    code, text = _run(capsys, src, "--out", out, "--boxes", boxes, "--weights", tiny_ckpt)
+    assert code == 0, text
+    assert "66x50" in text and "pcm_u8" in text
+    info = _video_info(out)
+    assert info["size"] == (66, 50) and info["audio"] == ["pcm_s16le"]
+    assert _frame_times(out) == _frame_times(src) == [Fraction(i, 8) for i in range(6)]
+    keep_all = tmp_path / "out.mkv"  # Matroska holds 8-bit PCM
+    code, text = _run(capsys, src, "--out", keep_all, "--boxes", boxes, "--weights", tiny_ckpt)
+    assert code == 0, text
+    assert _video_info(keep_all)["audio"] == ["pcm_s16le", "pcm_u8"]
+    assert _frame_times(keep_all) == _frame_times(src)
 
 
 def _person(x: float, y: float, rng: np.random.Generator, conf: float = 0.9) -> Pose:
@@ -287,16 +361,19 @@ def test_tracker_keeps_ids_of_slowly_moving_people() -> None:
         shuffled = [people[i] for i in order]
         tracker.update(shuffled, frame / 30)
         history.append([p.track_id for p in people])
-    assert all(ids[0] == 1 for ids in history)
-    assert all(ids[1] == 2 for ids in history if len(ids) > 1)
-    assert all(ids[2] == 3 for ids in history[20:])
+    first = {ids[0] for ids in history}
+    second = {ids[1] for ids in history if len(ids) > 1}
+    newcomer = {ids[2] for ids in history[20:]}
+    assert len(first) == len(second) == len(newcomer) == 1  # one id per person throughout
+    assert first | second | newcomer == {1, 2, 3}
     assert tracker.next_id == 4
 
-    # Gone for longer than max_age: a new id.
-    tracker.update([], 1.0)
+    # Unseen for longer than max_age (3 updates): a new id, even at the same place.
     for k in range(4):
-        tracker.update([_person(190, 200, rng)], 1.1 + k / 30)
-    assert tracker.update([p := _person(190, 200, rng)], 2.0) is None and p.track_id == 4
+        tracker.update([], 1.0 + k / 30)
+    back = _person(187, 200, rng)
+    tracker.update([back], 1.2)
+    assert back.track_id == 4
 
 
 def test_one_euro_filter_reduces_jitter_and_follows_motion() -> None:
@@ -317,10 +394,14 @@ def test_one_euro_filter_reduces_jitter_and_follows_motion() -> None:
     lag = np.abs(followed[60:] - 300 * t[60:, None, None]).mean()
     assert lag < 5.0
 
+    # Through the tracker: a standing person's joints jitter less.
     tracker = PoseTracker(COCO17, smooth=True)
-    poses = []
+    raw, smooth = [], []
     for k in range(40):
         pose = _person(300, 300, rng)
+        raw.append(pose.keypoints[:, :2].copy())
         tracker.update([pose], k / 30)
-        poses.append(pose.keypoints[:, :2])
-    assert np.abs(np.diff(poses[10:], axis=0)).mean() < 0.5 * np.sqrt(2) * 2 / np.sqrt(np.pi)
+        smooth.append(pose.keypoints[:, :2])
+        assert pose.track_id == 1
+    raw_jitter = np.abs(np.diff(raw[10:], axis=0)).mean()
+    assert np.abs(np.diff(smooth[10:], axis=0)).mean() < 0.4 * raw_jitter

@@ -3,7 +3,7 @@
 Each command group lives in its own module and registers itself on `app` when imported.
 """
 
-from . import models_cmd, predict_cmd, synth_cmd, train_cmd, video_cmd, weights_cmd  # noqa: F401  (registers commands)
+from . import inspect_cmd, models_cmd, predict_cmd, synth_cmd, train_cmd, video_cmd, weights_cmd  # noqa: F401  (registers commands)
 from .app import app, main, run_app
 
 __all__ = ["app", "main", "run_app"]

@@ -21,6 +21,7 @@ from rich.text import Text
 from ..annotate import Annotator, ImageFailure, collect_inputs
 from ..engine import EngineOptions
 from ..errors import MipnetError
+from ..figures import write_heatmap_grids
 from ..results import ImagePoses
 from ..writers import (
     overlay_path,
@@ -105,6 +106,8 @@ def predict(
         None, min=1, help="limb thickness in pixels (default: auto)"),
     show_boxes: bool = typer.Option(False, help="draw the person boxes"),
     show_scores: bool = typer.Option(False, help="write pose and joint scores"),
+    heatmaps: bool = typer.Option(
+        False, help="also write a heatmap grid per person box beside each overlay (needs --out)"),
 ) -> None:
     """Estimate every person's pose in images, including people hidden behind others.
 
@@ -117,6 +120,8 @@ def predict(
         err_console.print(f"[red]skipped[/] {failure.path}: {failure.reason}", highlight=False,
                           soft_wrap=True)
     names = unique_names(files)
+    if heatmaps and out is None:
+        raise MipnetError("--heatmaps writes its grids beside the overlays: give --out")
     if out is not None:
         for path, name in zip(files, names, strict=True):
             if overlay_path(out, name).resolve() == path.resolve():
@@ -151,6 +156,10 @@ def predict(
                     write_overlay(overlay_path(out, name_of[result.path]), image, result, kps,
                                   kpt_thresh=kpt_thresh, radius=radius, thickness=thickness,
                                   show_boxes=show_boxes, show_scores=show_scores)
+                if heatmaps:
+                    target = overlay_path(out, name_of[result.path])
+                    write_heatmap_grids(target.parent, target.stem, image, annotator.estimator,
+                                        result.boxes)
             progress.advance(task)
     seconds = time.perf_counter() - start
 

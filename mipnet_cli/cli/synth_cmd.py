@@ -81,7 +81,8 @@ def synth(
         total = SynthStats()
         for clip in range(num_videos):
             config = VideoConfig(frames=frames, fps=fps, width=width, height=height,
-                                 min_people=min_people, max_people=max_people, seed=seed,
+                                 min_people=min_people, max_people=max_people,
+                                 overlap=overlap, seed=seed,
                                  clip=clip, audio=audio, min_visible=min_visible)
             path = out / f"clip_{clip:03d}.mp4"
             with Progress(*columns, console=console, transient=True) as bar:

@@ -47,6 +47,10 @@ class ModelConfig:
     se_modules: tuple[bool, bool, bool, bool] = (False, False, True, True)
     se_reduction: int = 4
     final_conv_kernel: int = 1
+    # HRNet stem and layer1; the official networks hard-code 64 / 64 / 4 (kept as defaults).
+    stem_width: int = 64
+    layer1_planes: int = 64
+    layer1_blocks: int = 4
     stages: tuple[StageSpec, ...] = field(default_factory=lambda: hrnet_stages(32))
     depth: int = 50
     deconv_filters: tuple[int, ...] = (256, 256, 256)

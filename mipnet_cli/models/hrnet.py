@@ -98,14 +98,15 @@ class PoseHRNet(PoseNet):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
-        self.conv1 = nn.Conv2d(3, 64, 3, 2, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64, momentum=BN_MOMENTUM)
-        self.conv2 = nn.Conv2d(64, 64, 3, 2, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(64, momentum=BN_MOMENTUM)
+        stem, planes, blocks = config.stem_width, config.layer1_planes, config.layer1_blocks
+        self.conv1 = nn.Conv2d(3, stem, 3, 2, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem, momentum=BN_MOMENTUM)
+        self.conv2 = nn.Conv2d(stem, stem, 3, 2, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(stem, momentum=BN_MOMENTUM)
         self.relu = nn.ReLU(inplace=True)
-        self.layer1 = make_layer(Bottleneck, 64, 64, 4)
+        self.layer1 = make_layer(Bottleneck, stem, planes, blocks)
 
-        pre = [64 * Bottleneck.expansion]
+        pre = [planes * Bottleneck.expansion]
         stage_inputs: list[list[int]] = []
         for k, spec in enumerate(config.stages, start=1):
             cur = [c * BLOCKS[spec.block].expansion for c in spec.num_channels]

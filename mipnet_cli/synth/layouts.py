@@ -100,7 +100,7 @@ def load_layouts(path: str | Path, min_box: float = 8.0) -> tuple[list[LayoutIma
             except ValueError:
                 raise MipnetError(f"{path}: annotation {ann.get('id')} has {len(kps)} keypoints;"
                                   " layouts read COCO-17 or CrowdPose-14") from None
-            if kset is not None and found is not kset:
+            if kset is not None and found != kset:
                 raise MipnetError(f"{path}: mixes {kset.name} and {found.name} keypoints")
             kset = found
         if ann.get("image_id") in sizes:
@@ -119,7 +119,7 @@ def _unit(v: np.ndarray, fallback: np.ndarray) -> np.ndarray:
 def figure_from_keypoints(kps: np.ndarray, kset: KeypointSet, rng: np.random.Generator
                           ) -> Figure | None:
     """A figure whose joints are the annotated ones; None when too few are annotated."""
-    crowd = kset is CROWDPOSE14
+    crowd = kset == CROWDPOSE14  # by value: worker processes get unpickled copies
     limb = kps[:12] if crowd else kps[5:17]
     valid = limb[:, 2] > 0
     if valid.sum() < 4:

@@ -94,7 +94,7 @@ def _box_at(size: np.ndarray, x0: float, y0: float) -> np.ndarray:
     return np.array([x0, y0, x0 + size[0], y0 + size[1]])
 
 
-def _group_sizes(rng: np.random.Generator, n: int, overlap: float) -> list[int]:
+def group_sizes(rng: np.random.Generator, n: int, overlap: float) -> list[int]:
     """Split overlap * n (rounded at random) crowded people into groups of 2 or 3, never 1."""
     k = int(np.floor(overlap * n + rng.random()))
     if k == 1:
@@ -119,7 +119,7 @@ def random_crowd(rng: np.random.Generator, n: int, width: int, height: int, over
     bodies = [random_body(rng, pitch) for _ in range(n)]
     sizes = [b.extent()[2:] - b.extent()[:2] for b in bodies]  # at 1 px per body height
     lo, hi = np.log(scale_range[0] * height), np.log(scale_range[1] * height)
-    groups = _group_sizes(rng, n, overlap)
+    groups = group_sizes(rng, n, overlap)
     groups += [1] * (n - sum(groups))
     rng.shuffle(groups)
     placed: list[Figure] = []

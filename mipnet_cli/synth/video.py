@@ -27,7 +27,14 @@ from .background import background
 from .body import L_TOE, Figure, Proportions, gait_pose, pose_figure, sample_proportions
 from .dataset import SynthStats, annotation, keep_visible
 from .draw import Appearance, sample_appearance
-from .scene import Person, PersonTruth, camera_effects, distractors_for, render_scene
+from .scene import (
+    Person,
+    PersonTruth,
+    camera_effects,
+    distractors_for,
+    group_sizes,
+    render_scene,
+)
 
 AUDIO_RATE = 44100
 STRIDE = 1.3  # body heights travelled per gait cycle
@@ -42,7 +49,8 @@ class VideoConfig:
     width: int = 640
     height: int = 480
     min_people: int = 2
-    max_people: int = 5
+    max_people: int = 6
+    overlap: float = 0.5  # fraction of walkers who walk in overlapping groups of 2-3
     seed: int = 0
     clip: int = 0  # which clip of this seed (randomness is seeded with (seed, clip))
     audio: bool = True
@@ -62,6 +70,8 @@ class VideoConfig:
                             "(yuv420p needs even sizes)")
         if not 0 <= self.min_people <= self.max_people or self.max_people < 1:
             problems.append("need 0 <= --min-people <= --max-people and --max-people >= 1")
+        if not 0.0 <= self.overlap <= 1.0:
+            problems.append("--overlap must be between 0 and 1")
         if problems:
             raise MipnetError("; ".join(problems))
 
@@ -92,6 +102,8 @@ class _Walker:
     head_freq: float
     prop: Proportions
     look: Appearance
+    leader: int | None  # index of the walker this one keeps company with
+    offset: tuple[float, float]  # (X, Z) from the leader
 
 
 def _make_camera(rng: np.random.Generator, width: int, height: int) -> _Camera:
@@ -102,10 +114,19 @@ def _make_camera(rng: np.random.Generator, width: int, height: int) -> _Camera:
     return _Camera(focal, horizon, cam_h, z_near, z_far)
 
 
-def _make_walkers(rng: np.random.Generator, n: int, cam: _Camera, width: int) -> list[_Walker]:
-    """Walkers set up to cross: half come from the left heading right, half the other way."""
-    walkers = []
-    for i in range(n):
+def _make_walkers(rng: np.random.Generator, n: int, cam: _Camera, width: int,
+                  overlap: float) -> list[_Walker]:
+    """Walkers set up to cross: half come from the left heading right, half the other way.
+
+    About `overlap` of them walk in groups of 2-3: a leader and companions that keep a small
+    sideways and in-depth offset from it, so they overlap for the whole clip.
+    """
+    walkers: list[_Walker] = []
+    for size in group_sizes(rng, n, overlap) + [1] * n:
+        if len(walkers) == n:
+            break
+        size = min(size, n - len(walkers))
+        i = len(walkers)
         z = float(rng.uniform(cam.z_near, cam.z_far))
         lim = cam.x_limit(z, width)
         from_left = i % 2 == 0
@@ -118,17 +139,30 @@ def _make_walkers(rng: np.random.Generator, n: int, cam: _Camera, width: int) ->
         else:
             heading = float(rng.uniform(0, 2 * np.pi))
         speed = 0.0 if rng.random() < 0.15 else float(rng.uniform(0.55, 1.2))
-        walkers.append(_Walker(
-            track_id=i + 1, x=x, z=z, heading=heading, target=heading, speed=speed,
-            phase=float(rng.uniform(0, 2 * np.pi)), amplitude=float(rng.uniform(0.7, 1.2)),
-            next_turn=float(rng.uniform(1.0, 5.0)), head_freq=float(rng.uniform(0.1, 0.5)),
-            prop=sample_proportions(rng), look=sample_appearance(rng)))
+        for member in range(size):
+            offset = (0.0, 0.0) if member == 0 else (
+                float(rng.normal(0, 0.12)), float(rng.choice([-1, 1]) * rng.uniform(0.2, 0.5)))
+            walkers.append(_Walker(
+                track_id=len(walkers) + 1, x=x + offset[0], z=z + offset[1], heading=heading,
+                target=heading, speed=speed, phase=float(rng.uniform(0, 2 * np.pi)),
+                amplitude=float(rng.uniform(0.7, 1.2)), next_turn=float(rng.uniform(1.0, 5.0)),
+                head_freq=float(rng.uniform(0.1, 0.5)), prop=sample_proportions(rng),
+                look=sample_appearance(rng), leader=i if member else None, offset=offset))
     return walkers
 
 
-def _step(w: _Walker, rng: np.random.Generator, cam: _Camera, width: int, t: float,
-          dt: float) -> None:
-    """Advance one walker by dt seconds: turn towards its target, walk, stay near the view."""
+def _step(w: _Walker, walkers: list[_Walker], rng: np.random.Generator, cam: _Camera,
+          width: int, t: float, dt: float) -> None:
+    """Advance one walker by dt seconds: turn towards its target, walk, stay near the view.
+
+    Companions copy their leader's position (plus their offset), heading and speed.
+    """
+    if w.leader is not None:
+        lead = walkers[w.leader]
+        w.x, w.z = lead.x + w.offset[0], lead.z + w.offset[1]
+        w.heading, w.speed = lead.heading, lead.speed
+        w.phase += 2 * np.pi * w.speed / STRIDE * dt
+        return
     lim = 0.85 * cam.x_limit(w.z, width)
     dx, dz = np.cos(w.heading), np.sin(w.heading)
     out_x = (w.x > lim and dx > 0) or (w.x < -lim and dx < 0)
@@ -166,7 +200,7 @@ def _simulate(config: VideoConfig, rng: np.random.Generator
     """People (back to front) for every frame, and the heel strikes (track, scale) per frame."""
     cam = _make_camera(rng, config.width, config.height)
     n = int(rng.integers(config.min_people, config.max_people + 1))
-    walkers = _make_walkers(rng, n, cam, config.width)
+    walkers = _make_walkers(rng, n, cam, config.width, config.overlap)
     dt = 1.0 / config.fps
     frames, steps = [], []
     for i in range(config.frames):
@@ -178,7 +212,7 @@ def _simulate(config: VideoConfig, rng: np.random.Generator
         strikes = []
         for w in walkers:
             before = np.floor(w.phase / np.pi)
-            _step(w, rng, cam, config.width, t, dt)
+            _step(w, walkers, rng, cam, config.width, t, dt)
             if w.speed > 0 and np.floor(w.phase / np.pi) != before:
                 strikes.append((w.track_id, cam.focal / w.z / config.height))
         steps.append(strikes)
