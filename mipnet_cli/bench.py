@@ -47,7 +47,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .annotate import TableBoxes
 from .decode import decode_heatmaps, flip_average
-from .detector import PersonDetector, load_gt_boxes
+from .detector import DEFAULT_DETECTOR, PersonDetector, load_gt_boxes
 from .engine import CropPoses, EngineOptions, PoseEstimator
 from .errors import MipnetError
 from .geometry import box_to_center_scale, warp_crops
@@ -72,6 +72,25 @@ GPU_CROPS_PER_S_MIN = 3000.0
 GPU_VIDEO_FPS_MIN = 25.0
 
 Progress = Callable[[str], None]
+
+# Command-line spellings of the variant axes.
+FLIP_CHOICES = {"off": (False,), "on": (True,), "both": (False, True)}
+LAYOUT_CHOICES = {"contiguous": ("contiguous",), "channels_last": ("channels_last",),
+                  "both": LAYOUTS}
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """"WIDTHxHEIGHT" -> (width, height)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise MipnetError(f"size {text!r}: expected WIDTHxHEIGHT, e.g. 1920x1080") from None
+    return w, h
+
+
+def default_detector(device: torch.device) -> str:
+    """The project's detector on a GPU; a light one on the CPU (the R50 one takes seconds)."""
+    return DEFAULT_DETECTOR if device.type == "cuda" else CPU_DETECTOR
 
 
 # ----------------------------------------------------------------------------- machine, timing
@@ -723,9 +742,9 @@ def run_pipeline(settings: PipelineSettings, device: torch.device,
         size = video_size(video)
         estimator = build_estimator(settings, device)
         box_source, boxes_desc = _box_source(settings, video, device)
-        # Warm-up: one batch of frames through every stage (allocations, cuDNN autotuning).
+        # Warm-up: the first frame through every stage (allocations, cuDNN autotuning).
         _sequential(video, estimator, box_source, tmp / "warmup.mp4", settings.batch_frames,
-                    clock, max_frames=settings.batch_frames)
+                    clock, max_frames=1)
         stage_runs, pipe_runs, mems = [], [], []
         frames = boxes = 0
         for r in range(settings.repeats):
@@ -971,11 +990,13 @@ def flops_table(flops: dict[str, Any]) -> Table:
 
 
 def pipeline_table(p: dict[str, Any]) -> Table:
-    v = p["video"]
+    v, b, s = p["video"], p["boxes"], p["settings"]
+    detector = (f"detector {b['detector']} ({b['detector_weights']})" if b["detector"]
+                else "no detector")
     table = Table(title=f"Video pipeline: {v['frames']} frames {v['size'][0]}×{v['size'][1]}, "
-                        f"{v['boxes_per_frame']:.1f} boxes/frame, boxes from {p['boxes']['boxes']}"
-                        f", detector {p['boxes']['detector']} "
-                        f"({p['boxes'].get('detector_weights', '-')})")
+                        f"{v['boxes_per_frame']:.1f} boxes/frame from {b['boxes']}, {detector}; "
+                        f"pose {s['arch']} N=2{' flip' if s['flip'] else ''}"
+                        f"{' fp16' if s['half'] else ''}")
     table.add_column("stage")
     table.add_column("worker")
     table.add_column("ms/frame alone", justify="right")
@@ -1045,7 +1066,8 @@ def result_tables(result: dict[str, Any]) -> list[Table]:
 
 
 __all__ = [
-    "Clock", "NetworkSettings", "PipelineSettings", "Variant", "count_flops", "evaluate_targets",
-    "machine_info", "machine_line", "peak_rss_window", "pipeline_memory", "result_tables",
-    "run_bench", "run_interleaved", "run_network", "run_pipeline",
+    "FLIP_CHOICES", "LAYOUT_CHOICES", "Clock", "NetworkSettings", "PipelineSettings", "Variant",
+    "count_flops", "default_detector", "evaluate_targets", "machine_info", "machine_line",
+    "parse_size", "peak_rss_window", "pipeline_memory", "result_tables", "run_bench",
+    "run_interleaved", "run_network", "run_pipeline",
 ]

@@ -212,7 +212,8 @@ def infer_config(
                   image_size=tuple(image_size), se_reduction=reduction,
                   num_instances=(lambda_dim if lambda_dim > 2 else 2) if se_layers else 1)
     if "deconv_layers.0.weight" in state:
-        blocks = tuple(len(_indices(state, rf"layer{i}\.(\d+)\.conv1\.weight")) for i in (1, 2, 3, 4))
+        blocks = tuple(len(_indices(state, rf"layer{i}\.(\d+)\.conv1\.weight"))
+                       for i in (1, 2, 3, 4))
         bottleneck = "layer1.0.conv3.weight" in state
         depth = next((d for d, (b, n) in RESNET_SPECS.items()
                       if n == blocks and (b.expansion == 4) == bottleneck), None)

@@ -83,7 +83,9 @@ CROWDPOSE14 = KeypointSet(
     upper_body=(0, 1, 2, 3, 4, 5, 12, 13),
 )
 
-KEYPOINT_SETS: dict[str, KeypointSet] = {"coco": COCO17, "ochuman": COCO17, "crowdpose": CROWDPOSE14}
+KEYPOINT_SETS: dict[str, KeypointSet] = {
+    "coco": COCO17, "ochuman": COCO17, "crowdpose": CROWDPOSE14,
+}
 
 
 def get_keypoint_set(name: str) -> KeypointSet:

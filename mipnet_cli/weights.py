@@ -12,7 +12,8 @@ from .checkpoints import import_checkpoint, save_checkpoint, sha256_of
 from .errors import MipnetError
 from .io import atomic_path
 
-WEIGHTS_DIR = Path(os.environ.get("MIPNET_WEIGHTS_DIR", Path(__file__).resolve().parents[1] / "weights"))
+WEIGHTS_DIR = Path(
+    os.environ.get("MIPNET_WEIGHTS_DIR", Path(__file__).resolve().parents[1] / "weights"))
 
 
 def cache_dir() -> Path:
@@ -177,6 +178,7 @@ def resolve_pose_weights(spec: str | None) -> Path:
     if spec in zoo:
         local = zoo[spec].local_path()
         if local is None:
-            raise MipnetError(f"weights {spec} are not downloaded yet: run `mipnet weights pull {spec}`")
+            raise MipnetError(
+                f"weights {spec} are not downloaded yet: run `mipnet weights pull {spec}`")
         return local
     raise MipnetError(f"{spec}: no such file, and not a name in `mipnet weights list`")

@@ -115,11 +115,11 @@ def test_pickled_code_is_never_executed(tmp_path):
         load_checkpoint(src)
 
 
-@pytest.mark.parametrize("content,match", [(b"", "cannot read"), (b"not a checkpoint", "cannot read")])
-def test_garbage_files_give_one_line_errors(tmp_path, content, match):
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint"])
+def test_garbage_files_give_one_line_errors(tmp_path, content):
     src = tmp_path / "bad.pth"
     src.write_bytes(content)
-    with pytest.raises(MipnetError, match=match):
+    with pytest.raises(MipnetError, match="cannot read"):
         load_checkpoint(src)
     with pytest.raises(MipnetError, match="not found"):
         load_checkpoint(tmp_path / "missing.safetensors")

@@ -64,7 +64,8 @@ def test_mimb_is_squeeze_excite_times_lambda_embedding():
 def test_state_dict_matches_official_manifest(reference_dir, manifest):
     name, instances = MANIFESTS[manifest]
     expected = json.loads((reference_dir / manifest).read_text())
-    ours = [[k, list(v.shape), str(v.dtype)] for k, v in meta_model(name, instances).state_dict().items()]
+    state = meta_model(name, instances).state_dict()
+    ours = [[k, list(v.shape), str(v.dtype)] for k, v in state.items()]
     assert ours == expected  # names, shapes, dtypes and order
 
 

@@ -10,7 +10,7 @@ import torch
 from mipnet_cli.checkpoints import load_checkpoint
 from mipnet_cli.cli import run_app
 from mipnet_cli.errors import MipnetError
-from mipnet_cli.train import Trainer, TrainConfig
+from mipnet_cli.train import TrainConfig, Trainer
 
 NO_AUGMENT = {"scale_factor": 0.0, "rotation_prob": 0.0, "flip_prob": 0.0, "half_body_prob": 0.0}
 
@@ -75,7 +75,8 @@ def test_train_and_eval_commands(realdata_dir, tmp_path, capsys, monkeypatch):
     capsys.readouterr()
     report = tmp_path / "eval.json"
     code = run_app(["eval", str(coco / "test_coco.json"), str(coco), "--weights",
-                    str(out / "best.safetensors"), "--boxes", str(coco / "test_coco_det_AP_H_56.json"),
+                    str(out / "best.safetensors"),
+                    "--boxes", str(coco / "test_coco_det_AP_H_56.json"),
                     "--sweep", "--json", str(report), "--plot", str(tmp_path / "sweep.png")])
     assert code == 0
     data = json.loads(report.read_text())

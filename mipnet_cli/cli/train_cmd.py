@@ -37,7 +37,7 @@ def train(
     Writes last/best checkpoints (mipnet format), state.pt for --resume, log.jsonl and
     curves.png to the run folder. Multi-GPU: `torchrun --nproc-per-node 8 -m mipnet_cli train ...`.
     """
-    from ..train import Trainer, TrainConfig
+    from ..train import TrainConfig, Trainer
 
     overrides = list(set_)
     for key, value in (("out_dir", out), ("epochs", epochs), ("batch_size", batch_size)):

@@ -53,7 +53,8 @@ def import_weights(
     dst: Path = typer.Argument(..., help="output file in mipnet format (.safetensors)"),
     arch: str | None = typer.Option(None, help="require this architecture (default: infer)"),
     input_size: str | None = typer.Option(
-        None, help="HEIGHTxWIDTH the model was trained at (default: from the file name, else 256x192)"),
+        None, help="HEIGHTxWIDTH the model was trained at "
+        "(default: from the file name, else 256x192)"),
     keypoints: str | None = typer.Option(None, help="keypoint set (default: from joint count)"),
 ) -> None:
     """Convert a foreign checkpoint into mipnet's format (architecture inferred from weights)."""
@@ -64,7 +65,8 @@ def import_weights(
     console.print(
         f"[green]wrote[/] {dst}: {c.arch} {'x'.join(map(str, c.image_size))}, "
         f"{c.num_joints} joints ({meta.keypoints}), N={c.num_instances}, "
-        f"{count_parameters(model) / 1e6:.2f} M parameters, from {meta.provenance['source_format']}")
+        f"{count_parameters(model) / 1e6:.2f} M parameters, "
+        f"from {meta.provenance['source_format']}")
 
 
 @weights_app.command("info")

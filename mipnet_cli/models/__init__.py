@@ -15,6 +15,7 @@ from .resnet import PoseResNet
 
 __all__ = [
     "ARCHITECTURES", "MIMB", "MIMBGroup", "ModelConfig", "PoseHRNet", "PoseNet", "PoseResNet",
-    "StageSpec", "build_from_config", "config_from_official", "build_model", "count_parameters", "hrnet_stages",
+    "StageSpec", "build_from_config", "config_from_official", "build_model", "count_parameters",
+    "hrnet_stages",
     "instance_lambdas", "model_config", "soft_lambda",
 ]

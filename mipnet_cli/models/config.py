@@ -25,7 +25,7 @@ def hrnet_stages(width: int, modules: tuple[int, int, int] = (1, 4, 3), blocks: 
     return tuple(
         StageSpec(num_modules=m, num_blocks=(blocks,) * nb,
                   num_channels=tuple(width * 2**i for i in range(nb)))
-        for m, nb in zip(modules, (2, 3, 4))
+        for m, nb in zip(modules, (2, 3, 4), strict=True)
     )
 
 

@@ -51,7 +51,8 @@ class HighResolutionModule(nn.Module):
                     for k in range(i - j):
                         last = k == i - j - 1
                         out_c = ch[i] if last else ch[j]
-                        layers = [nn.Conv2d(ch[j], out_c, 3, 2, 1, bias=False), nn.BatchNorm2d(out_c)]
+                        layers = [nn.Conv2d(ch[j], out_c, 3, 2, 1, bias=False),
+                                  nn.BatchNorm2d(out_c)]
                         if not last:
                             layers.append(nn.ReLU(inplace=True))
                         steps.append(nn.Sequential(*layers))
@@ -60,7 +61,7 @@ class HighResolutionModule(nn.Module):
         return nn.ModuleList(fuse_layers)
 
     def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
-        xs = [branch(x) for branch, x in zip(self.branches, xs)]
+        xs = [branch(x) for branch, x in zip(self.branches, xs, strict=True)]
         if self.fuse_layers is None:
             return xs
         fused = []
@@ -78,7 +79,8 @@ def _make_transition(pre: list[int], cur: list[int]) -> nn.ModuleList:
     for i, c in enumerate(cur):
         if i < len(pre):
             layers.append(None if c == pre[i] else nn.Sequential(
-                nn.Conv2d(pre[i], c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)))
+                nn.Conv2d(pre[i], c, 3, 1, 1, bias=False), nn.BatchNorm2d(c),
+                nn.ReLU(inplace=True)))
             continue
         steps = []
         for j in range(i + 1 - len(pre)):
@@ -137,8 +139,10 @@ class PoseHRNet(PoseNet):
 
     def _step(self, k: int, feats: list[torch.Tensor], lam: torch.Tensor | None) -> list:
         """Transition k+1, the MIMBs before stage k+2 if any, then stage k+2."""
-        xs = [f if t is None else t(feats[-1])
-              for t, f in zip(getattr(self, f"transition{k + 1}"), feats + [feats[-1]] * 4)]
+        # Existing branches pass through (or are adapted); new branches grow from the last one.
+        transition = getattr(self, f"transition{k + 1}")
+        padded = feats + [feats[-1]] * (len(transition) - len(feats))
+        xs = [f if t is None else t(feats[-1]) for t, f in zip(transition, padded, strict=True)]
         mimb = self._mimb(k)
         if mimb is not None:
             xs = mimb(xs, lam)

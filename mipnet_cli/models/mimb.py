@@ -45,4 +45,4 @@ class MIMBGroup(nn.Module):
         self.se_layers = nn.ModuleList(MIMB(c, lambda_dim, reduction) for c in channels)
 
     def forward(self, xs: list[torch.Tensor], lam: torch.Tensor) -> list[torch.Tensor]:
-        return [layer(x, lam) for layer, x in zip(self.se_layers, xs)]
+        return [layer(x, lam) for layer, x in zip(self.se_layers, xs, strict=True)]

@@ -37,14 +37,14 @@ class PoseResNet(PoseNet):
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         inplanes, layer_inputs = 64, []
-        for i, (planes, blocks) in enumerate(zip((64, 128, 256, 512), layers)):
+        for i, (planes, blocks) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
             layer_inputs.append(inplanes)
             setattr(self, f"layer{i + 1}",
                     make_layer(block, inplanes, planes, blocks, stride=1 if i == 0 else 2))
             inplanes = planes * block.expansion
 
         deconv: list[nn.Module] = []
-        for planes, kernel in zip(config.deconv_filters, config.deconv_kernels):
+        for planes, kernel in zip(config.deconv_filters, config.deconv_kernels, strict=True):
             padding, output_padding = _DECONV_PADDING[kernel]
             deconv += [
                 nn.ConvTranspose2d(inplanes, planes, kernel, stride=2, padding=padding,

@@ -1,0 +1,160 @@
+"""Occlusion benchmark: does the multi-instance network (N=2) recover people that a
+single-instance network (N=1) loses?
+
+Same architecture, data and training budget for N=1 and N=2 (configs/demo_synth_n{1,2}.toml),
+trained on synthetic crowds (`mipnet synth`, seed 1) and evaluated on a held-out synthetic split
+made with another seed (seed 2):
+
+- GT boxes: every annotated person has a box;
+- box dropout: of every pair of people whose boxes overlap (IoU > 0.5) only the front person's
+  box is kept — the back person can only be found through the secondary instance (λ = [0, 1]).
+
+Detector boxes and the detector-confidence sweep (paper Fig. 5, `mipnet eval --sweep`) need a
+person detector trained on the same synthetic scenes; none is shipped yet.
+
+Usage (from the repository root):
+    python benchmarks/occlusion.py                  # generate data if missing, train, evaluate
+    python benchmarks/occlusion.py --skip-train     # evaluate the runs/demo_synth_n{1,2} models
+Writes benchmarks/occlusion.json, benchmarks/occlusion.png and prints a table; paste the table
+into benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mipnet_cli.data import KeypointDataset  # noqa: E402
+from mipnet_cli.engine import EngineOptions, PoseEstimator  # noqa: E402
+from mipnet_cli.io import atomic_path, write_json  # noqa: E402
+from mipnet_cli.validation import evaluate_predictions, predict_dataset  # noqa: E402
+
+DATA = ROOT / "data" / "synth"
+METRICS = ("AP", "AP50", "AP75", "AR")
+
+
+def run(cmd: list[str]) -> None:
+    print("$", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+def make_data(train_images: int, val_images: int) -> None:
+    for split, seed, n in (("train", 1, train_images), ("val", 2, val_images)):
+        if not (DATA / split / "annotations.json").is_file():
+            run(["mipnet", "synth", str(DATA / split), "-n", str(n), "--seed", str(seed),
+                 "--width", "320", "--height", "256", "--overlap", "0.6"])
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def dropout_boxes(ann_file: Path, out: Path) -> dict:
+    """A detection file with GT boxes, minus the back person of every overlapping pair.
+
+    'Back' is the person with fewer visible (v=2) keypoints. Returns counts.
+    """
+    data = json.loads(ann_file.read_text())
+    people: dict[int, list[dict]] = {}
+    for a in data["annotations"]:
+        if a.get("num_keypoints", 0) > 0 and not a.get("iscrowd", 0):
+            people.setdefault(a["image_id"], []).append(a)
+    dets, dropped = [], 0
+    for image_id, anns in people.items():
+        gone: set[int] = set()
+        for i, a in enumerate(anns):
+            for b in anns[i + 1:]:
+                if iou(np.array(a["bbox"]), np.array(b["bbox"])) > 0.5:
+                    va = sum(v == 2 for v in a["keypoints"][2::3])
+                    vb = sum(v == 2 for v in b["keypoints"][2::3])
+                    gone.add(a["id"] if va < vb else b["id"])
+        dropped += len(gone)
+        dets += [{"image_id": image_id, "category_id": 1, "bbox": a["bbox"], "score": 1.0}
+                 for a in anns if a["id"] not in gone]
+    write_json(out, dets)
+    return {"boxes": len(dets), "dropped": dropped}
+
+
+def evaluate(weights: Path, boxes: Path | None) -> dict:
+    est = PoseEstimator.from_checkpoint(weights, EngineOptions(flip_test=True), device="cpu")
+    h, w = est.input_size
+    ds = KeypointDataset(DATA / "val" / "annotations.json", DATA / "val" / "images",
+                         est.keypoint_set, image_size=(h, w), heatmap_size=(h // 4, w // 4),
+                         num_instances=1, train=False, boxes=boxes)
+    preds = predict_dataset(est, ds, batch_size=64)
+    metrics = evaluate_predictions(preds, est, ds)
+    return {k: {m: v[m] for m in METRICS} for k, v in metrics.items()}
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    conditions = list(next(iter(results.values())))
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    width = 0.38
+    for i, (label, per_cond) in enumerate(results.items()):
+        aps = [per_cond[c]["merged"]["AP"] for c in conditions]
+        bars = ax.bar(np.arange(len(conditions)) + (i - 0.5) * width, aps, width, label=label)
+        ax.bar_label(bars, fmt="%.3f", fontsize=8)
+    ax.set_xticks(np.arange(len(conditions)), conditions)
+    ax.set_ylabel("AP (held-out synthetic split)")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    ax.set_title("N=1 vs N=2, same architecture, data and budget")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--train-images", type=int, default=2000)
+    parser.add_argument("--val-images", type=int, default=200)
+    args = parser.parse_args()
+    make_data(args.train_images, args.val_images)
+    runs = {"N=1": ROOT / "runs" / "demo_synth_n1", "N=2": ROOT / "runs" / "demo_synth_n2"}
+    if not args.skip_train:
+        for label, run_dir in runs.items():
+            run(["mipnet", "train", f"configs/demo_synth_n{label[-1]}.toml", "--out", str(run_dir)])
+    dropout = ROOT / "benchmarks" / "occlusion_dropout_boxes.json"
+    counts = dropout_boxes(DATA / "val" / "annotations.json", dropout)
+    results: dict = {}
+    start = time.perf_counter()
+    for label, run_dir in runs.items():
+        weights = run_dir / "best.safetensors"
+        results[label] = {"GT boxes": evaluate(weights, None),
+                          "box dropout": evaluate(weights, dropout)}
+    print(f"box dropout: kept {counts['boxes']} boxes, dropped {counts['dropped']}")
+    print(f"{'':6} {'condition':12} " + " ".join(f"{m:>6}" for m in METRICS)
+          + "   AP λ0-only  AP λ1-only")
+    for label, per_cond in results.items():
+        for cond, m in per_cond.items():
+            inst = (f"   {m['instance0']['AP']:.3f}      {m['instance1']['AP']:.3f}"
+                    if "instance1" in m else "")
+            print(f"{label:6} {cond:12} " + " ".join(f"{m['merged'][k]:6.3f}" for k in METRICS)
+                  + inst)
+    report = {"results": results, "dropout": counts,
+              "eval_seconds": round(time.perf_counter() - start, 1)}
+    write_json(ROOT / "benchmarks" / "occlusion.json", report, indent=1)
+    plot(results, ROOT / "benchmarks" / "occlusion.png")
+
+
+if __name__ == "__main__":
+    main()
