@@ -82,7 +82,7 @@ def _gpu_target_settings(a: argparse.Namespace) -> tuple[NetworkSettings, Pipeli
 def main() -> None:
     a = _args()
     device = pick_device(a.device)
-    console = Console()
+    console = Console(width=max(Console().width, 150))  # the tables are wide
     if a.gpu_targets:
         if device.type != "cuda":
             raise SystemExit("--gpu-targets needs a CUDA GPU (none here): the GPU targets are "

@@ -1,0 +1,134 @@
+"""The speed benchmark's machinery: structure and sanity of what it reports (never timings)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mipnet_cli import bench
+from mipnet_cli.cli import run_app
+from mipnet_cli.errors import MipnetError
+
+CPU = torch.device("cpu")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_interleaved_rounds_rotate_and_count() -> None:
+    calls: list[str] = []
+    fns = {name: (lambda n=name: calls.append(n)) for name in "abc"}
+    times = bench.run_interleaved(fns, repeats=3, warmup=1, clock=bench.Clock(CPU))
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}
+    assert all(t >= 0 for v in times.values() for t in v)
+    assert calls[:3] == ["a", "b", "c"]  # warm-up
+    assert calls[3:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # the first one rotates
+
+
+def test_flops_match_the_paper_ratio() -> None:
+    flops = bench.count_flops("hrnet_w32")
+    assert flops["image_size"] == [256, 192]
+    ratios = flops["ratio_to_n1"]
+    assert ratios["n2_separate"] == pytest.approx(2.0, abs=1e-3)
+    assert ratios["n2_shared"] == pytest.approx(1.38, abs=0.02)  # MIPNet-W32: +38 % FLOPs
+
+
+def test_network_rows_and_crop_decode() -> None:
+    settings = bench.NetworkSettings(arch="hrnet_w8_tiny", batches=(2,), flips=(False, True),
+                                     repeats=1, warmup=0, frame_size=(120, 160),
+                                     people_per_frame=1)
+    net = bench.run_network(settings, CPU)
+    rows = net["rows"]
+    assert [(r["mode"], r["flip"]) for r in rows] == [
+        (m, f) for f in (False, True) for m in bench.MODES]
+    for r in rows:
+        assert r["ms_per_call"] > 0 and r["crops_per_s"] > 0
+        assert r["ms_per_crop"] == pytest.approx(r["ms_per_call"] / 2)
+        assert ("separate_over_shared" in r) == (r["mode"] == "n2_shared")
+        if r["mode"] == "n1":
+            assert r["ratio_to_n1"] == 1.0
+    assert [(c["batch"], c["flip"]) for c in net["crop_decode"]] == [(2, False), (2, True)]
+    assert all(c["fraction"] > 0 and c["crop_ms_per_crop"] > 0 for c in net["crop_decode"])
+    assert len(net["samples_s"]) == 6 + 2  # network variants, crop and decode
+
+
+def test_settings_are_checked() -> None:
+    with pytest.raises(MipnetError, match="fp16"):
+        bench.NetworkSettings(dtypes=("fp16",)).validate(CPU)
+    with pytest.raises(MipnetError, match="layouts"):
+        bench.NetworkSettings(layouts=("nhwc",)).validate(CPU)
+    with pytest.raises(MipnetError, match="WIDTHxHEIGHT"):
+        bench.parse_size("1080p")
+
+
+def _tiny_pipeline(**kw) -> bench.PipelineSettings:
+    return bench.PipelineSettings(arch="hrnet_w8_tiny", frames=2, width=160, height=128,
+                                  people=2, batch_frames=2, flip=False, **kw)
+
+
+def test_pipeline_reports_stages_rates_and_memory() -> None:
+    p = bench.run_pipeline(_tiny_pipeline(detector=None), CPU)
+    assert (p["video"]["frames"], p["video"]["size"]) == (2, [160, 128])
+    assert p["video"]["synthetic"] and p["video"]["boxes_per_frame"] > 0
+    assert p["boxes"] == {"detector": None, "boxes": "gt"}
+    assert set(p["stage_ms_per_frame"]) == set(bench.STAGES)
+    assert p["stage_ms_per_frame"]["detect"] >= 0 and p["stage_ms_per_frame"]["pose"] > 0
+    assert p["slowest_worker"] in bench.WORKERS
+    assert p["pipelined_fps"] > 0 and p["bound_fps"] > 0
+    assert p["pipelined_over_bound"] == pytest.approx(p["pipelined_fps"] / p["bound_fps"])
+    assert p["memory"]["peak_rss_mib"] > 0
+
+
+def test_pipeline_times_a_random_init_detector_with_ground_truth_boxes() -> None:
+    p = bench.run_pipeline(_tiny_pipeline(detector=bench.CPU_DETECTOR, detector_weights=None),
+                           CPU)
+    assert p["boxes"]["boxes"] == "gt" and p["boxes"]["detector_weights"] == "random init"
+    assert p["stage_ms_per_frame"]["detect"] > 0
+
+
+def test_targets_say_what_was_not_measured() -> None:
+    result = {"machine": bench.machine_info(CPU), "flops": bench.count_flops("hrnet_w32")}
+    targets = bench.evaluate_targets(result)
+    assert targets[0]["met"] is True  # the FLOP ratio
+    gpu = [t for t in targets if t["target"].startswith("GPU")]
+    assert len(gpu) == 2
+    assert all(t["met"] is None and t["note"].startswith("not measured: no GPU") for t in gpu)
+    assert result["machine"]["torch"] == torch.__version__ and result["machine"]["cpu_cores"]
+    assert bench.result_tables(result | {"targets": targets})
+
+
+def test_peak_rss_window() -> None:
+    with bench.peak_rss_window() as mem:
+        block = bytearray(32 * 2**20)
+        block[::4096] = b"x" * len(block[::4096])
+    assert mem["peak_rss_mib"] > 32
+    assert mem["rss_scope"] in ("this run", "process lifetime")
+
+
+def test_memory_runs_each_length_in_its_own_process() -> None:
+    mem = bench.pipeline_memory(_tiny_pipeline(detector=None, frames=1), CPU, factor=2)
+    assert [r["frames"] for r in mem["runs"]] == [1, 2]
+    assert [r["frames_done"] for r in mem["runs"]] == [1, 2]
+    assert mem["rss_growth"] > 0
+
+
+def test_cli_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    code = run_app(["bench", "--arch", "hrnet_w8_tiny", "--batch", "1", "--repeats", "1",
+                    "--warmup", "0", "--no-pipeline", "--json", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert set(result) == {"machine", "flops", "network", "targets"}
+    assert len(result["network"]["rows"]) == 3
+    assert run_app(["bench", "--flip", "sometimes", "--json", str(out)]) == 2
+
+
+def test_gpu_targets_refuse_to_run_without_a_gpu() -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speed.py"),
+                           "--gpu-targets", "--device", "cpu"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "needs a CUDA GPU" in done.stderr
