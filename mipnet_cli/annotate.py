@@ -22,12 +22,13 @@ from .detector import (
     image_ids_by_filename,
     load_box_file,
     load_gt_boxes,
+    weights_cached,
 )
 from .engine import EngineOptions, PoseEstimator, pick_device
 from .errors import MipnetError
 from .images import expand_inputs, read_image
 from .results import Box, ImagePoses
-from .weights import resolve_pose_weights
+from .weights import default_entry, resolve_pose_weights
 
 
 @dataclass
@@ -39,12 +40,14 @@ class ImageFailure:
 
 
 class DetectorBoxes:
-    """Person boxes found by a detector on each image."""
+    """Person boxes found by a detector on each image; `demo` marks the shipped detector that
+    was trained on synthetic scenes only."""
 
     source = "detector"
 
-    def __init__(self, detector: PersonDetector) -> None:
+    def __init__(self, detector: PersonDetector, demo: bool = False) -> None:
         self.detector = detector
+        self.demo = demo
 
     def boxes(self, images: Sequence[np.ndarray], image_ids: Sequence[int]) -> list[list[Box]]:
         return self.detector.detect(images)
@@ -62,6 +65,32 @@ class TableBoxes:
 
 
 BoxSource = DetectorBoxes | TableBoxes
+
+
+def detector_boxes(name: str | None, weights_path: str | os.PathLike | None,
+                   score_thresh: float, nms_iou: float, device) -> DetectorBoxes:
+    """A person detector by name and/or weights file, with defaults.
+
+    With neither, torchvision's COCO detector (DEFAULT_DETECTOR) when its weights are cached
+    or can be downloaded, else the zoo's shipped demo detector (marked `demo`). A name alone
+    that is the shipped detector's builder loads the shipped weights.
+    """
+    shipped = default_entry("detector")
+    shipped_path = shipped.local_path() if shipped is not None else None
+
+    def build(builder: str, path) -> PersonDetector:
+        return PersonDetector(builder, weights_path=path, score_thresh=score_thresh,
+                              nms_iou=nms_iou, device=device)
+
+    if shipped_path is not None and weights_path is None and name == shipped.builder:
+        return DetectorBoxes(build(name, shipped_path), demo=True)
+    try:
+        return DetectorBoxes(build(name or DEFAULT_DETECTOR, weights_path))
+    except MipnetError:
+        if (name is not None or weights_path is not None or shipped_path is None
+                or weights_cached(DEFAULT_DETECTOR)):
+            raise
+    return DetectorBoxes(build(shipped.builder, shipped_path), demo=True)
 
 
 def _failure(path: Path, error: MipnetError) -> ImageFailure:
@@ -141,8 +170,8 @@ class Annotator:
 
         Boxes come from `boxes` (a COCO detection-results file; `det_thresh` defaults to 0
         there, as in the official evaluation), else from the ground truth `gt` unless a
-        `detector` or `detector_weights` is named, else from a detector (default
-        fasterrcnn_resnet50_fpn_v2 with torchvision's COCO weights; `det_thresh` 0.5). `gt` also
+        `detector` or `detector_weights` is named, else from a detector (see `detector_boxes`:
+        torchvision's COCO Faster R-CNN, offline the shipped demo one; `det_thresh` 0.5). `gt` also
         gives the image ids. `weights=None` takes the shipped default pose model.
         """
         if boxes is not None and (detector is not None or detector_weights is not None):
@@ -160,9 +189,7 @@ class Annotator:
             source = TableBoxes(load_gt_boxes(gt), "gt")
         else:
             thresh = 0.5 if det_thresh is None else det_thresh
-            source = DetectorBoxes(PersonDetector(
-                detector or DEFAULT_DETECTOR, weights_path=detector_weights,
-                score_thresh=thresh, nms_iou=det_nms, device=torch_device))
+            source = detector_boxes(detector, detector_weights, thresh, det_nms, torch_device)
         ids = image_ids_by_filename(gt) if gt is not None else None
         return cls(estimator, source, ids, ids_from=str(gt), images_per_batch=images_per_batch)
 

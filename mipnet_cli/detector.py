@@ -17,6 +17,7 @@ import torch
 import torchvision
 from torchvision.models import WeightsEnum
 
+from .detector_models import PERSON_DETECTORS
 from .errors import MipnetError
 from .io import atomic_path
 from .results import Box
@@ -27,12 +28,22 @@ _RCNN_CLASSIFIER = "roi_heads.box_predictor.cls_score.weight"
 
 
 def detector_names() -> list[str]:
-    """Names of the torchvision detection builders that `PersonDetector` accepts."""
-    return sorted(torchvision.models.list_models(module=torchvision.models.detection))
+    """Names of the detection builders that `PersonDetector` accepts: torchvision's and ours."""
+    return sorted([*torchvision.models.list_models(module=torchvision.models.detection),
+                   *PERSON_DETECTORS])
 
 
 def _checkpoint_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _cache_path(weights: WeightsEnum) -> Path:
+    return _checkpoint_dir() / os.path.basename(urlparse(weights.url).path)
+
+
+def weights_cached(name: str = DEFAULT_DETECTOR, tag: str = "DEFAULT") -> bool:
+    """Whether torchvision's `tag` weights of detector `name` are in the torch hub cache."""
+    return _cache_path(_pick(torchvision.models.get_model_weights(name), tag)).is_file()
 
 
 def _ensure_cached(weights: WeightsEnum, progress: bool) -> Path:
@@ -41,8 +52,8 @@ def _ensure_cached(weights: WeightsEnum, progress: bool) -> Path:
     Offline, the error says which URL to fetch by hand and where to put it.
     """
     url = weights.url
-    filename = os.path.basename(urlparse(url).path)
-    target = _checkpoint_dir() / filename
+    target = _cache_path(weights)
+    filename = target.name
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -86,15 +97,21 @@ def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
     """Tensors and metadata from a local weights file.
 
     Accepts a plain state dict, a checkpoint dict with a `model` or `state_dict` entry (as
-    `PersonDetector.save` and most training scripts write), or a .safetensors file.
+    `PersonDetector.save` and most training scripts write), or a .safetensors file (whose
+    metadata may name the builder and class count, as `PersonDetector.save` writes them).
     """
     if not path.is_file():
         raise MipnetError(f"{path}: detector weights file not found")
     try:
         if path.suffix == ".safetensors":
+            from safetensors import safe_open
             from safetensors.torch import load_file
 
-            return load_file(str(path)), {}
+            with safe_open(str(path), framework="pt") as f:
+                info: dict[str, Any] = dict(f.metadata() or {})
+            if "num_classes" in info:
+                info["num_classes"] = int(info["num_classes"])
+            return load_file(str(path)), info
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -202,7 +219,12 @@ class PersonDetector:
             local = (path, state)
             kwargs.update(weights=None, weights_backbone=None)
         elif weights is not None:
-            chosen = _pick(torchvision.models.get_model_weights(name), weights)
+            try:
+                enum = torchvision.models.get_model_weights(name)
+            except ValueError:
+                raise MipnetError(f"detector {name} has no downloadable weights; pass its "
+                                  "weights file (--detector-weights FILE)") from None
+            chosen = _pick(enum, weights)
             trained_classes = len(chosen.meta["categories"])
             if num_classes not in (None, trained_classes):
                 raise MipnetError(f"{name} weights {weights} detect {trained_classes} classes; "
@@ -287,15 +309,30 @@ class PersonDetector:
             for k, (b, s) in enumerate(zip(boxes_np, scores_np, strict=True))
         ]
 
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike, provenance: dict | None = None,
+             half: bool = False) -> None:
         """Write the weights with the builder name and class count (loadable as weights_path).
 
-        A class count of None stands for the builder's default.
+        A class count of None stands for the builder's default. A `.safetensors` path gets a
+        safetensors file (its metadata: builder, num_classes and `provenance` as JSON), any
+        other a torch checkpoint dict. `half` stores floating-point tensors as float16 (they
+        load back into the float32 model).
         """
-        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        if half:
+            state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
         with atomic_path(path) as tmp:
-            torch.save({"model": state, "builder": self.name, "num_classes": self.num_classes},
-                       tmp)
+            if Path(path).suffix == ".safetensors":
+                from safetensors.torch import save_file
+
+                meta = {"builder": self.name, "provenance": json.dumps(provenance or {})}
+                if self.num_classes is not None:
+                    meta["num_classes"] = str(self.num_classes)
+                save_file(state, str(tmp), metadata=meta)
+            else:
+                torch.save({"model": state, "builder": self.name,
+                            "num_classes": self.num_classes, "provenance": provenance or {}},
+                           tmp)
 
 
 # ---------------------------------------------------------------------------- box files

@@ -64,40 +64,54 @@ class TrainConfig:
     @classmethod
     def load(cls, path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
         """Read a TOML file (sections are only for grouping) and apply `key=value` overrides."""
-        values: dict[str, Any] = {}
-        if path is not None:
-            try:
-                raw = tomllib.loads(Path(path).read_text())
-            except (OSError, tomllib.TOMLDecodeError) as exc:
-                raise MipnetError(f"{path}: cannot read training config ({exc})") from None
-            for key, value in raw.items():
-                if isinstance(value, dict) and key != "augment":
-                    values.update(value)
-                else:
-                    values[key] = value
-            base = Path(path).parent
-            for key in ("train_ann", "train_images", "val_ann", "val_images", "val_boxes", "init"):
-                if values.get(key) and not Path(values[key]).is_absolute():
-                    values[key] = str((base / values[key]).resolve())
-        for item in overrides:
-            key, sep, text = item.partition("=")
-            if not sep:
-                raise MipnetError(f"override {item!r} is not key=value")
-            try:
-                values[key.strip()] = tomllib.loads(f"v = {text}")["v"]
-            except tomllib.TOMLDecodeError:
-                values[key.strip()] = text
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise MipnetError(f"unknown training settings: {', '.join(unknown)}")
-        for key in ("input_size", "lr_steps"):
-            if key in values:
-                values[key] = tuple(values[key])
-        config = cls(**values)
-        if not config.train_ann or not config.train_images:
-            raise MipnetError("the training config needs train_ann and train_images")
-        return config
+        values = read_settings(
+            cls, path, overrides,
+            paths=("train_ann", "train_images", "val_ann", "val_images", "val_boxes", "init"),
+            tuples=("input_size", "lr_steps"), tables=("augment",))
+        return cls(**values)
+
+
+def read_settings(cls: type, path: str | Path | None, overrides: list[str], paths: tuple[str, ...],
+                  tuples: tuple[str, ...] = (), tables: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The fields of dataclass `cls` from a TOML file and `key=value` overrides.
+
+    TOML sections only group settings, except the `tables`, which are settings themselves.
+    Relative `paths` in the file are relative to the file; `tuples` become tuples. The
+    config must name train_ann and train_images.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise MipnetError(f"{path}: cannot read training config ({exc})") from None
+        for key, value in raw.items():
+            if isinstance(value, dict) and key not in tables:
+                values.update(value)
+            else:
+                values[key] = value
+        base = Path(path).parent
+        for key in paths:
+            if values.get(key) and not Path(values[key]).is_absolute():
+                values[key] = str((base / values[key]).resolve())
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise MipnetError(f"override {item!r} is not key=value")
+        try:
+            values[key.strip()] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            values[key.strip()] = text
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise MipnetError(f"unknown training settings: {', '.join(unknown)}")
+    for key in tuples:
+        if key in values:
+            values[key] = tuple(values[key])
+    if not values.get("train_ann") or not values.get("train_images"):
+        raise MipnetError("the training config needs train_ann and train_images")
+    return values
 
 
 class _AllInstances(nn.Module):

@@ -5,6 +5,7 @@ Each command group lives in its own module and registers itself on `app` when im
 
 from . import (  # noqa: F401  (registers commands)
     bench_cmd,
+    detector_cmd,
     inspect_cmd,
     models_cmd,
     predict_cmd,

@@ -6,6 +6,8 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.progress import ProgressColumn, Task
+from rich.text import Text
 
 from ..errors import MipnetError
 
@@ -18,6 +20,19 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
+
+
+class RateColumn(ProgressColumn):
+    """Items per second of a progress task, e.g. "12.3 img/s"."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        text = f"{speed:.1f} {self.unit}" if speed else f"- {self.unit}"
+        return Text(text, style="progress.data.speed")
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

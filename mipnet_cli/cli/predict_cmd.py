@@ -10,15 +10,12 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
-    ProgressColumn,
-    Task,
     TextColumn,
     TimeElapsedColumn,
 )
 from rich.table import Table
-from rich.text import Text
 
-from ..annotate import Annotator, ImageFailure, collect_inputs
+from ..annotate import Annotator, DetectorBoxes, ImageFailure, collect_inputs
 from ..engine import EngineOptions
 from ..errors import MipnetError
 from ..figures import write_heatmap_grids
@@ -30,13 +27,18 @@ from ..writers import (
     write_overlay,
     write_pose_results,
 )
-from .app import app, console, err_console
+from .app import RateColumn, app, console, err_console
 
 DEMO_NOTICE = (
     "[yellow]note:[/] no --weights given: using the shipped demo model, trained on synthetic "
     "scenes only (its poses on real photos are not meaningful). Real checkpoints: "
     "`mipnet weights list`, then `mipnet weights pull NAME`; or convert an official MIPNet/HRNet "
     "file with `mipnet weights import SRC DST` and pass --weights DST."
+)
+DEMO_DETECTOR_NOTICE = (
+    "[yellow]note:[/] torchvision's COCO person detector is not cached and cannot be downloaded: "
+    "using the shipped demo detector, trained on synthetic scenes only (give --boxes, --gt or "
+    "--detector-weights for real photos)."
 )
 
 EXAMPLES = """
@@ -52,14 +54,6 @@ Examples:
 """
 
 
-class RateColumn(ProgressColumn):
-    """Images per second."""
-
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:.1f} img/s" if speed else "- img/s", style="progress.data.speed")
-
-
 @app.command(epilog=EXAMPLES)
 def predict(
     inputs: list[str] = typer.Argument(
@@ -69,8 +63,9 @@ def predict(
         None, help="pose checkpoint: a file or a name from `mipnet weights list` "
                    "(default: the shipped synthetic demo model)"),
     detector: str | None = typer.Option(
-        None, help="torchvision person detector (default fasterrcnn_resnet50_fpn_v2, COCO "
-                   "weights); used unless --boxes or --gt give the boxes"),
+        None, help="person detector (default fasterrcnn_resnet50_fpn_v2, COCO weights; "
+                   "without them and offline, the shipped synthetic-only demo detector); "
+                   "used unless --boxes or --gt give the boxes"),
     detector_weights: Path | None = typer.Option(
         None, help="local detector weights file (e.g. saved by PersonDetector.save)"),
     det_thresh: float | None = typer.Option(
@@ -135,12 +130,15 @@ def predict(
         weights, detector=detector, detector_weights=detector_weights, det_thresh=det_thresh,
         det_nms=det_nms, boxes=boxes, gt=gt, engine=engine, device=device,
         images_per_batch=batch_size)
+    if isinstance(annotator.box_source, DetectorBoxes) and annotator.box_source.demo \
+            and detector is None:
+        err_console.print(DEMO_DETECTOR_NOTICE, highlight=False, soft_wrap=True)
     kps = annotator.estimator.keypoint_set
     name_of = {str(p): n for p, n in zip(files, names, strict=True)}
 
     done: list[ImagePoses] = []
     start = time.perf_counter()
-    columns = (TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+    columns = (TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), RateColumn("img/s"),
                TimeElapsedColumn())
     with Progress(*columns, console=err_console, transient=True) as progress:
         task = progress.add_task("images", total=len(files))

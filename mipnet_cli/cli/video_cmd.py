@@ -9,18 +9,15 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
-    ProgressColumn,
-    Task,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
 from rich.table import Table
-from rich.text import Text
 
 from ..engine import EngineOptions
 from ..video import VideoOptions, VideoSummary, annotate_video, load_estimator, video_box_source
-from .app import app, console, err_console
+from .app import RateColumn, app, console, err_console
 from .predict_cmd import DEMO_NOTICE
 
 EXAMPLES = """
@@ -34,14 +31,6 @@ Examples:
 
   mipnet video synth.mp4 --gt synth.json --out check.mp4    (ground-truth boxes)
 """
-
-
-class FpsColumn(ProgressColumn):
-    """Frames per second."""
-
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:.1f} fps" if speed else "- fps", style="progress.data.speed")
 
 
 @app.command(epilog=EXAMPLES)
@@ -113,7 +102,7 @@ def video(
                                   det_nms=det_nms, device=device)
     estimator = load_estimator(weights, engine, device)
 
-    columns = (TextColumn("frames"), BarColumn(), MofNCompleteColumn(), FpsColumn(),
+    columns = (TextColumn("frames"), BarColumn(), MofNCompleteColumn(), RateColumn("fps"),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=True) as progress:
         task = progress.add_task("video", total=None)

@@ -1,0 +1,325 @@
+"""Training a person detector on COCO person boxes, and its box AP (pycocotools `bbox`).
+
+Single process, CPU or one GPU. Like the pose trainer: a TOML config with `key=value`
+overrides, checkpoints after every epoch (last.pt, best.pt: `PersonDetector` files), state.pt
+for an exact resume and log.jsonl. Randomness is re-seeded from (seed, epoch) at the start of
+every epoch, so a run resumed from the state of epoch e reproduces the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .data.dataset import load_coco_json, person_category_ids
+from .detector import PersonDetector
+from .detector_models import SMALL_PERSON_DETECTOR
+from .engine import pick_device
+from .errors import MipnetError
+from .images import read_image
+from .io import atomic_path
+from .train import hardware_summary, read_settings
+
+Target = dict[str, torch.Tensor]
+
+
+@dataclass
+class DetectorTrainConfig:
+    """A detector training run; TOML files and `--set key=value` fill it."""
+
+    train_ann: str = ""
+    train_images: str = ""
+    val_ann: str | None = None
+    val_images: str | None = None
+    detector: str = SMALL_PERSON_DETECTOR
+    epochs: int = 6
+    batch_size: int = 8
+    lr: float = 1e-3  # AdamW
+    lr_steps: tuple[int, ...] = (5,)  # epochs after which the learning rate drops
+    lr_factor: float = 0.1
+    warmup_steps: int = 100  # linear ramp of the learning rate over the first steps
+    weight_decay: float = 1e-4
+    grad_clip: float | None = 10.0
+    flip_prob: float = 0.5
+    # Shorter image side while training, one drawn per batch (scale jitter); evaluation and
+    # inference use the detector's own size.
+    train_sizes: tuple[int, ...] = (224, 240, 256, 272, 288)
+    eval_score_thresh: float = 0.05
+    workers: int = 0
+    seed: int = 0
+    val_every: int = 1
+    max_steps_per_epoch: int | None = None
+    out_dir: str = "runs/detector"
+
+    @classmethod
+    def load(cls, path: str | Path | None, overrides: list[str] = ()) -> DetectorTrainConfig:
+        """Read a TOML file (sections are only for grouping) and apply `key=value` overrides."""
+        values = read_settings(cls, path, overrides,
+                               paths=("train_ann", "train_images", "val_ann", "val_images"),
+                               tuples=("lr_steps", "train_sizes"))
+        return cls(**values)
+
+
+class PersonBoxes(Dataset):
+    """Images with their person boxes (xyxy, label 1) from a COCO annotation file.
+
+    Crowd regions, other categories and boxes of zero area are left out; boxes are clipped to
+    the image. With `flip_prob`, images are mirrored at random (torch's global generator).
+    """
+
+    def __init__(self, ann: str | os.PathLike, images: str | os.PathLike,
+                 flip_prob: float = 0.0) -> None:
+        data = load_coco_json(ann)
+        persons = person_category_ids(data)
+        self.folder = Path(images)
+        self.flip_prob = flip_prob
+        self.images = sorted(data["images"], key=lambda im: im["id"])
+        self.boxes: dict[int, list[list[float]]] = {im["id"]: [] for im in self.images}
+        for ann_ in data["annotations"]:
+            if (ann_.get("iscrowd", 0) or ann_.get("category_id") not in persons
+                    or ann_.get("area", 1) <= 0 or ann_.get("image_id") not in self.boxes):
+                continue
+            x, y, w, h = ann_["bbox"]
+            self.boxes[ann_["image_id"]].append([x, y, x + w, y + h])
+        missing = [im["file_name"] for im in self.images
+                   if not (self.folder / im["file_name"]).is_file()]
+        if missing:
+            raise MipnetError(f"{self.folder}: {len(missing)} listed images are missing "
+                              f"(e.g. {missing[0]})")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
+        info = self.images[index]
+        rgb = read_image(self.folder / info["file_name"])
+        height, width = rgb.shape[:2]
+        boxes = np.array(self.boxes[info["id"]], dtype=np.float32).reshape(-1, 4)
+        boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
+        boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
+        boxes = boxes[(boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)]
+        if self.flip_prob and torch.rand(()).item() < self.flip_prob:
+            rgb = rgb[:, ::-1]
+            boxes = np.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0],
+                              boxes[:, 3]], axis=1)
+        image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255)
+        target = {"boxes": torch.from_numpy(np.ascontiguousarray(boxes)),
+                  "labels": torch.ones(len(boxes), dtype=torch.int64)}
+        return image, target
+
+
+def _collate(batch: list[tuple[torch.Tensor, Target]]) -> tuple[list, list]:
+    return [b[0] for b in batch], [b[1] for b in batch]
+
+
+def evaluate_boxes(detector: PersonDetector, ann: str | os.PathLike, images: str | os.PathLike
+                   ) -> dict[str, float]:
+    """COCO box metrics of `detector` on the person boxes of an annotation file.
+
+    AP (IoU .50:.95), AP50, AP75, APm, APl, AR100 (recall with up to 100 boxes, IoU .50:.95)
+    and recall50 (at IoU .50); -1 where the split has no box of that size. The detector's own
+    score threshold applies (COCO-style evaluation wants a low one, like 0.05).
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    data = load_coco_json(ann)
+    category = min(person_category_ids(data))
+    folder = Path(images)
+    entries = sorted(data["images"], key=lambda im: im["id"])
+    results = []
+    step = detector.batch_size
+    for start in range(0, len(entries), step):
+        chunk = entries[start:start + step]
+        found = detector.detect([read_image(folder / im["file_name"]) for im in chunk])
+        for im, boxes in zip(chunk, found, strict=True):
+            for box in boxes:
+                x0, y0, x1, y1 = (float(v) for v in box.xyxy)
+                results.append({"image_id": im["id"], "category_id": category,
+                                "bbox": [x0, y0, x1 - x0, y1 - y0], "score": box.score})
+    names = ("AP", "AP50", "AP75", "APm", "APl", "AR100", "recall50")
+    if not results:
+        return dict.fromkeys(names, 0.0)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = {**data, "categories": data.get("categories") or [{"id": category}]}
+        gt.createIndex()
+        evaluator = COCOeval(gt, gt.loadRes(results), "bbox")
+        evaluator.params.catIds = [category]
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    s = evaluator.stats
+    recall50 = float(evaluator.eval["recall"][0, 0, 0, -1])  # IoU .5, all areas, 100 boxes
+    return dict(zip(names, (float(s[0]), float(s[1]), float(s[2]), float(s[4]), float(s[5]),
+                            float(s[8]), recall50), strict=True))
+
+
+class DetectorTrainer:
+    """One detector training run in `config.out_dir`: last.pt, best.pt, state.pt, log.jsonl."""
+
+    def __init__(self, config: DetectorTrainConfig, device: str | None = None) -> None:
+        self.config = config
+        self.device = pick_device(device)
+        self.out = Path(config.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(config.seed)
+        self.train_set = PersonBoxes(config.train_ann, config.train_images, config.flip_prob)
+        self.detector = PersonDetector(config.detector, weights=None, num_classes=2,
+                                       score_thresh=config.eval_score_thresh,
+                                       batch_size=config.batch_size, device=self.device)
+        self.model = self.detector.model
+        self.eval_size = self.model.transform.min_size[-1]
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
+                                           weight_decay=config.weight_decay)
+        self.epoch = 0
+        self.step = 0
+        self.best = float("-inf")
+        self.history: list[dict] = []
+        self.train_time = 0.0
+
+    @property
+    def state_path(self) -> Path:
+        return self.out / "state.pt"
+
+    def save_state(self) -> None:
+        state = {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch, "step": self.step, "best": self.best,
+            "history": json.dumps(self.history), "train_time": self.train_time,
+            "config": json.dumps(asdict(self.config)),
+        }
+        with atomic_path(self.state_path) as tmp:
+            torch.save(state, tmp)
+
+    def resume(self) -> None:
+        """Continue from state.pt (model, optimizer, epoch, step, history)."""
+        if not self.state_path.is_file():
+            raise MipnetError(f"{self.state_path}: nothing to resume from")
+        state = torch.load(self.state_path, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.best = float(state["best"])
+        self.history = json.loads(state["history"])
+        self.train_time = float(state["train_time"])
+
+    def learning_rate(self) -> float:
+        """Warm-up, then the step schedule of `lr_steps` (epochs)."""
+        c = self.config
+        warm = min(1.0, (self.step + 1) / c.warmup_steps) if c.warmup_steps > 0 else 1.0
+        drops = sum(self.epoch >= s for s in c.lr_steps)
+        return c.lr * warm * c.lr_factor ** drops
+
+    def provenance(self) -> dict[str, Any]:
+        c = self.config
+        last_val = next((r["val"] for r in reversed(self.history) if "val" in r), None)
+        return {
+            "trained_with": "mipnet train-detector", "train_ann": Path(c.train_ann).name,
+            "train_images": len(self.train_set), "epochs": self.epoch, "steps": self.step,
+            "batch_size": c.batch_size, "lr": c.lr, "seed": c.seed,
+            "hardware": hardware_summary(self.device), "threads": torch.get_num_threads(),
+            "train_time_s": round(self.train_time, 1), "torch": torch.__version__,
+            "date": time.strftime("%Y-%m-%d"), "val": last_val, "config": asdict(c),
+        }
+
+    def train_epoch(self, progress=None, stop_after: int | None = None) -> dict:
+        """One epoch; `stop_after` aborts after that many steps (interruption tests)."""
+        c = self.config
+        torch.manual_seed(c.seed * 100_003 + self.epoch)
+        self.model.train()
+        self.model.transform.min_size = (*c.train_sizes, self.eval_size)
+        g = torch.Generator().manual_seed(c.seed * 100_003 + self.epoch)
+        loader = DataLoader(self.train_set, batch_size=c.batch_size, shuffle=True,
+                            num_workers=c.workers, generator=g, collate_fn=_collate,
+                            drop_last=len(self.train_set) > c.batch_size)
+        steps = len(loader) if c.max_steps_per_epoch is None else \
+            min(len(loader), c.max_steps_per_epoch)
+        task = progress.add_task(f"epoch {self.epoch + 1}/{c.epochs}", total=steps,
+                                 loss=float("nan"), rate=0.0) if progress else None
+        sums: dict[str, float] = {}
+        count, start = 0, time.perf_counter()
+        for index, (images, targets) in enumerate(loader):
+            if index >= steps:
+                break
+            if stop_after is not None and index >= stop_after:
+                raise KeyboardInterrupt
+            images = [im.to(self.device) for im in images]
+            targets = [{k: v.to(self.device) for k, v in t.items()} for t in targets]
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.learning_rate()
+            losses = self.model(images, targets)
+            loss = sum(losses.values())
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if c.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+            self.optimizer.step()
+            self.step += 1
+            for name, value in (("loss", loss), *losses.items()):
+                sums[name] = sums.get(name, 0.0) + value.item() * len(images)
+            count += len(images)
+            if progress:
+                rate = count / max(time.perf_counter() - start, 1e-9)
+                progress.update(task, advance=1, loss=sums["loss"] / count, rate=rate)
+        elapsed = time.perf_counter() - start
+        self.train_time += elapsed
+        self.epoch += 1
+        self.model.transform.min_size = (self.eval_size,)
+        self.model.eval()
+        return {"epoch": self.epoch, **{k: v / max(count, 1) for k, v in sums.items()},
+                "lr": self.optimizer.param_groups[0]["lr"], "images_per_s": count / elapsed,
+                "time_s": round(elapsed, 2)}
+
+    def validate(self) -> dict[str, float]:
+        """Box metrics on the validation split (see `evaluate_boxes`)."""
+        c = self.config
+        self.model.eval()
+        return evaluate_boxes(self.detector, c.val_ann, c.val_images or c.train_images)
+
+    def fit(self, progress=None, stop_after: tuple[int, int] | None = None) -> list[dict]:
+        """Train to `config.epochs`, writing checkpoints and the log after every epoch."""
+        c = self.config
+        while self.epoch < c.epochs:
+            stop = stop_after[1] if stop_after and stop_after[0] == self.epoch else None
+            record = self.train_epoch(progress, stop_after=stop)
+            if c.val_ann and (self.epoch % c.val_every == 0 or self.epoch == c.epochs):
+                record["val"] = self.validate()
+            self.history.append(record)
+            self.write_epoch(record)
+        return self.history
+
+    def write_epoch(self, record: dict) -> None:
+        metric = record["val"]["AP"] if "val" in record else \
+            None if self.config.val_ann else -record["loss"]
+        improved = metric is not None and metric > self.best
+        if improved:
+            self.best = metric
+        provenance = self.provenance()
+        self.detector.save(self.out / "last.pt", provenance)
+        if improved:
+            self.detector.save(self.out / "best.pt", provenance)
+        self.save_state()
+        with open(self.out / "log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def export(self, path: str | os.PathLike, half: bool = True) -> Path:
+        """Write the best checkpoint (else the last) to `path` (.safetensors: float16 there)."""
+        source = self.out / "best.pt" if (self.out / "best.pt").is_file() else self.out / "last.pt"
+        if not source.is_file():
+            raise MipnetError(f"{self.out}: no checkpoint to export yet")
+        best = PersonDetector(self.config.detector, weights_path=source)
+        provenance = torch.load(source, map_location="cpu", weights_only=True)["provenance"]
+        provenance["source"] = source.name
+        best.save(path, provenance, half=half)
+        return Path(path)
