@@ -21,6 +21,7 @@ from mipnet_cli.bench import (
     default_detector,
     machine_info,
     machine_line,
+    markdown_report,
     memory_table,
     parse_size,
     pipeline_memory,
@@ -43,6 +44,7 @@ def main() -> None:
     p.add_argument("--detector", default="auto", help="auto, none or a torchvision detector")
     p.add_argument("--synth-workers", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("benchmarks/memory.json"))
+    p.add_argument("--markdown", type=Path, default=None, help="also write the table as Markdown")
     a = p.parse_args()
     device = pick_device(a.device)
     width, height = parse_size(a.size)
@@ -52,16 +54,19 @@ def main() -> None:
                                 half=device.type == "cuda", synth_workers=a.synth_workers)
     console = Console(width=max(Console().width, 120))
     info = machine_info(device)
-    result = pipeline_memory(settings, device, a.factor)
-    growths = [result["rss_growth"], result.get("cuda_growth", 1.0)]
-    result |= {"machine": info, "command": "python " + " ".join(sys.argv),
-               "growth_max": GROWTH_MAX, "flat": max(growths) <= GROWTH_MAX}
+    mem = pipeline_memory(settings, device, a.factor)
+    growth = max(mem["rss_growth"], mem.get("cuda_growth", 1.0))
+    mem |= {"growth_max": GROWTH_MAX, "flat": growth <= GROWTH_MAX}
+    result = {"machine": info, "command": "python " + " ".join(sys.argv), "memory": mem}
     console.print(machine_line(info), highlight=False)
-    console.print(memory_table(result))
-    verdict = "[green]flat[/]" if result["flat"] else "[red]grows[/]"
+    console.print(memory_table(mem))
+    verdict = "[green]flat[/]" if mem["flat"] else "[red]grows[/]"
     console.print(f"peak memory vs length: {verdict} (limit ×{GROWTH_MAX})")
     write_json(a.out, result, indent=1)
     console.print(f"wrote {a.out}")
+    if a.markdown is not None:
+        a.markdown.write_text(markdown_report(result), encoding="utf-8")
+        console.print(f"wrote {a.markdown}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from mipnet_cli.bench import (
     PipelineSettings,
     default_detector,
     machine_line,
+    markdown_report,
     parse_size,
     result_tables,
     run_bench,
@@ -31,13 +32,16 @@ from mipnet_cli.detector import DEFAULT_DETECTOR
 from mipnet_cli.engine import pick_device
 from mipnet_cli.io import write_json
 
-GPU_TARGETS_COMMAND = "python benchmarks/speed.py --gpu-targets --out benchmarks/speed_gpu.json"
+GPU_TARGETS_COMMAND = ("python benchmarks/speed.py --gpu-targets --out benchmarks/speed_gpu.json "
+                       "--markdown benchmarks/speed_gpu.md")
 
 
 def _args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (1 gives stable ratios on a shared CPU)")
     p.add_argument("--arch", default="hrnet_w32")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32, 64])
     p.add_argument("--flip", choices=FLIP_CHOICES, default="both")
@@ -56,6 +60,9 @@ def _args() -> argparse.Namespace:
     p.add_argument("--detector", default="auto", help="auto, none or a torchvision detector")
     p.add_argument("--detector-weights", default="auto",
                    help="auto (DEFAULT if cached, else random init), none, or a tag")
+    p.add_argument("--boxes", choices=("auto", "gt", "detector"), default="auto",
+                   help="boxes for the pose stages (auto: the detector's when it has trained "
+                        "weights, else the ground truth; the detector always runs)")
     p.add_argument("--half", action="store_true", help="fp16 pose network in the pipeline")
     p.add_argument("--pipeline-repeats", type=int, default=2)
     p.add_argument("--synth-workers", type=int, default=1)
@@ -63,7 +70,12 @@ def _args() -> argparse.Namespace:
                    help="HRNet-W32 N=2 256x192 fp16 batch 64; 1080p video, 10 people, "
                         f"{DEFAULT_DETECTOR}, fp16")
     p.add_argument("--out", type=Path, default=Path("benchmarks/speed.json"))
+    p.add_argument("--markdown", type=Path, default=None, help="also write the tables as Markdown")
     return p.parse_args()
+
+
+def _weights(a: argparse.Namespace) -> str | None:
+    return None if a.detector_weights == "none" else a.detector_weights
 
 
 def _gpu_target_settings(a: argparse.Namespace) -> tuple[NetworkSettings, PipelineSettings]:
@@ -73,8 +85,8 @@ def _gpu_target_settings(a: argparse.Namespace) -> tuple[NetworkSettings, Pipeli
                           compiled=(False, True) if a.compile else (False,),
                           repeats=max(a.repeats, 10), warmup=max(a.warmup, 3))
     pipe = PipelineSettings(arch="hrnet_w32", frames=120, width=1920, height=1080, people=10,
-                            detector=DEFAULT_DETECTOR, detector_weights=a.detector_weights,
-                            flip=True, half=True, repeats=a.pipeline_repeats,
+                            detector=DEFAULT_DETECTOR, detector_weights=_weights(a),
+                            boxes=a.boxes, flip=True, half=True, repeats=a.pipeline_repeats,
                             synth_workers=max(a.synth_workers, 8))
     return net, pipe
 
@@ -99,12 +111,12 @@ def main() -> None:
         detector = {"auto": default_detector(device), "none": None}.get(a.detector, a.detector)
         pipe = PipelineSettings(
             arch=a.arch, frames=a.frames, width=width, height=height, people=a.people,
-            video=a.video, detector=detector,
-            detector_weights=None if a.detector_weights == "none" else a.detector_weights,
+            video=a.video, detector=detector, boxes=a.boxes,
+            detector_weights=_weights(a),
             half=a.half and device.type == "cuda", repeats=a.pipeline_repeats,
             synth_workers=a.synth_workers)
     result = run_bench(device, None if a.no_network else net, None if a.no_pipeline else pipe,
-                       flops_arch="hrnet_w32",
+                       flops_arch="hrnet_w32", threads=a.threads,
                        progress=lambda msg: console.log(msg, highlight=False))
     result["command"] = "python " + " ".join(sys.argv)
     console.print(machine_line(result["machine"]), highlight=False)
@@ -112,6 +124,9 @@ def main() -> None:
         console.print(table)
     write_json(a.out, result, indent=1)
     console.print(f"wrote {a.out}")
+    if a.markdown is not None:
+        a.markdown.write_text(markdown_report(result), encoding="utf-8")
+        console.print(f"wrote {a.markdown}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import itertools
 import math
 import multiprocessing as mp
@@ -42,6 +43,8 @@ import av
 import numpy as np
 import torch
 import torchvision
+from rich import box
+from rich.console import Console
 from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -553,8 +556,8 @@ class _StageTimer:
 
 class _DetectorThenTable:
     """A box source that runs the detector on every frame (for its cost) but hands on the
-    ground-truth boxes: a detector with random weights finds nobody, trained weights on
-    rendered people are not what is measured here."""
+    ground-truth boxes: the pose stages then see the video's people even when the detector
+    has random weights (which find nobody) or misses rendered people."""
 
     source = "gt"
 
@@ -839,17 +842,37 @@ def _memory_child(settings: dict[str, Any], video: str, device: str) -> dict[str
 # ----------------------------------------------------------------------------- everything
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with `threads` intra-op CPU threads (None: leave the setting alone)."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise MipnetError("threads must be at least 1")
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run_bench(device: torch.device, network: NetworkSettings | None,
               pipeline: PipelineSettings | None, flops_arch: str | None = "hrnet_w32",
-              progress: Progress | None = None) -> dict[str, Any]:
-    """The machine, FLOPs, network and pipeline measurements and the targets, as JSON data."""
-    result: dict[str, Any] = {"machine": machine_info(device)}
-    if flops_arch:
-        result["flops"] = count_flops(flops_arch)
-    if network is not None:
-        result["network"] = run_network(network, device, progress)
-    if pipeline is not None:
-        result["pipeline"] = run_pipeline(pipeline, device, progress)
+              progress: Progress | None = None, threads: int | None = None) -> dict[str, Any]:
+    """The machine, FLOPs, network and pipeline measurements and the targets, as JSON data.
+
+    `threads` sets torch's CPU threads for the run. On a CPU shared with other work, one
+    thread gives stable ratios: with several, each parallel region waits for its slowest
+    thread, and a thread that loses its core to another process stalls all of them.
+    """
+    with torch_threads(threads):
+        result: dict[str, Any] = {"machine": machine_info(device)}
+        if flops_arch:
+            result["flops"] = count_flops(flops_arch)
+        if network is not None:
+            result["network"] = run_network(network, device, progress)
+        if pipeline is not None:
+            result["pipeline"] = run_pipeline(pipeline, device, progress)
     result["machine"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     result["targets"] = evaluate_targets(result)
     return result
@@ -1061,13 +1084,29 @@ def result_tables(result: dict[str, Any]) -> list[Table]:
         tables.append(pipeline_table(result["pipeline"]))
     if "memory" in result:
         tables.append(memory_table(result["memory"]))
-    tables.append(targets_table(result["targets"]))
+    if "targets" in result:
+        tables.append(targets_table(result["targets"]))
     return tables
+
+
+def markdown_report(result: dict[str, Any]) -> str:
+    """The machine line and every table of a result as Markdown (for benchmarks/RESULTS.md)."""
+    console = Console(file=io.StringIO(), width=250, color_system=None)
+    console.print(f"Machine: {machine_line(result['machine'])}; measured "
+                  f"{result['machine']['date']}.", highlight=False, soft_wrap=True)
+    for table in result_tables(result):
+        console.print(f"\n**{table.title}**\n", highlight=False, soft_wrap=True)
+        table.title, table.box = None, box.MARKDOWN
+        console.print(table)
+    text = "\n".join(line.rstrip() for line in console.file.getvalue().splitlines())
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    return text.strip() + "\n"
 
 
 __all__ = [
     "FLIP_CHOICES", "LAYOUT_CHOICES", "Clock", "NetworkSettings", "PipelineSettings", "Variant",
     "count_flops", "default_detector", "evaluate_targets", "machine_info", "machine_line",
-    "parse_size", "peak_rss_window", "pipeline_memory", "result_tables", "run_bench",
-    "run_interleaved", "run_network", "run_pipeline",
+    "markdown_report", "parse_size", "peak_rss_window", "pipeline_memory", "result_tables",
+    "run_bench", "run_interleaved", "run_network", "run_pipeline", "torch_threads",
 ]

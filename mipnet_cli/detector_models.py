@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import torchvision
-from torchvision.models._api import register_model
 from torch import nn
+from torchvision.models._api import register_model
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
@@ -42,7 +42,7 @@ def fasterrcnn_mobilenet_v3_small_person(
 ) -> FasterRCNN:
     """Faster R-CNN on a MobileNetV3-Small trunk (dilated last stage: stride 16), one feature map.
 
-    About 2.9M parameters with the defaults. Images are resized so their shorter side is
+    About 2.8M parameters with the defaults. Images are resized so their shorter side is
     `min_size` (the longer at most `max_size`). Anchors are upright (height/width 1.3 to 3).
     Label 1 is "person" with the default two classes. `kwargs` go to `FasterRCNN` (RPN and box
     head settings). Randomly initialised: this builder has no pretrained weights.

@@ -42,10 +42,10 @@ class DetectorTrainConfig:
     val_ann: str | None = None
     val_images: str | None = None
     detector: str = SMALL_PERSON_DETECTOR
-    epochs: int = 6
+    epochs: int = 5
     batch_size: int = 8
-    lr: float = 1e-3  # AdamW
-    lr_steps: tuple[int, ...] = (5,)  # epochs after which the learning rate drops
+    lr: float = 2e-3  # AdamW
+    lr_steps: tuple[int, ...] = (4,)  # epochs after which the learning rate drops
     lr_factor: float = 0.1
     warmup_steps: int = 100  # linear ramp of the learning rate over the first steps
     weight_decay: float = 1e-4
@@ -65,7 +65,8 @@ class DetectorTrainConfig:
     def load(cls, path: str | Path | None, overrides: list[str] = ()) -> DetectorTrainConfig:
         """Read a TOML file (sections are only for grouping) and apply `key=value` overrides."""
         values = read_settings(cls, path, overrides,
-                               paths=("train_ann", "train_images", "val_ann", "val_images"),
+                               paths=("train_ann", "train_images", "val_ann", "val_images",
+                                      "out_dir"),
                                tuples=("lr_steps", "train_sizes"))
         return cls(**values)
 
@@ -229,7 +230,7 @@ class DetectorTrainer:
             "train_images": len(self.train_set), "epochs": self.epoch, "steps": self.step,
             "batch_size": c.batch_size, "lr": c.lr, "seed": c.seed,
             "hardware": hardware_summary(self.device), "threads": torch.get_num_threads(),
-            "train_time_s": round(self.train_time, 1), "torch": torch.__version__,
+            "train_time_s": round(self.train_time, 1), "torch": str(torch.__version__),
             "date": time.strftime("%Y-%m-%d"), "val": last_val, "config": asdict(c),
         }
 
@@ -290,6 +291,8 @@ class DetectorTrainer:
     def fit(self, progress=None, stop_after: tuple[int, int] | None = None) -> list[dict]:
         """Train to `config.epochs`, writing checkpoints and the log after every epoch."""
         c = self.config
+        if self.epoch == 0:  # a fresh run starts a fresh log
+            (self.out / "log.jsonl").unlink(missing_ok=True)
         while self.epoch < c.epochs:
             stop = stop_after[1] if stop_after and stop_after[0] == self.epoch else None
             record = self.train_epoch(progress, stop_after=stop)

@@ -66,7 +66,8 @@ class TrainConfig:
         """Read a TOML file (sections are only for grouping) and apply `key=value` overrides."""
         values = read_settings(
             cls, path, overrides,
-            paths=("train_ann", "train_images", "val_ann", "val_images", "val_boxes", "init"),
+            paths=("train_ann", "train_images", "val_ann", "val_images", "val_boxes", "init",
+                   "out_dir"),
             tuples=("input_size", "lr_steps"), tables=("augment",))
         return cls(**values)
 
@@ -317,6 +318,8 @@ class Trainer:
 
     def fit(self, progress=None, stop_after: tuple[int, int] | None = None) -> list[dict]:
         """Train to `config.epochs`, writing checkpoints and logs every epoch (rank 0)."""
+        if self.epoch == 0 and self.rank == 0:  # a fresh run starts a fresh log
+            (self.out / "log.jsonl").unlink(missing_ok=True)
         while self.epoch < self.config.epochs:
             stop = stop_after[1] if stop_after and stop_after[0] == self.epoch else None
             record = self.train_epoch(progress, stop_after=stop)

@@ -128,12 +128,15 @@ def _download(url: str, dest: Path) -> None:
 
 
 def pull(name: str) -> Path:
-    """Make a named pose checkpoint available locally in our format; return its path.
+    """Make a named pose checkpoint available locally in our format; return its path (for a
+    shipped detector, its file).
 
     A file already downloaded by hand into the cache (under the entry's download name) is used
     instead of downloading.
     """
     entry = get_entry(name)
+    if entry.kind != "pose" and entry.shipped_path is not None and entry.shipped_path.is_file():
+        return entry.shipped_path
     if entry.kind != "pose":
         raise MipnetError(
             f"{name} is a {entry.kind}; torchvision fetches it itself on first use "

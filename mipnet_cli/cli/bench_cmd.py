@@ -64,6 +64,9 @@ def bench(
                                        help="flip test in the video pipeline"),
     half: bool = typer.Option(False, help="fp16 pose network in the pipeline (CUDA)"),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ..."),
+    threads: int | None = typer.Option(
+        None, min=1, help="torch CPU threads (default: torch's; 1 gives stable ratios on a "
+                          "CPU that other work shares)"),
     json_out: Path = typer.Option(Path("bench.json"), "--json", help="where to write the JSON"),
 ) -> None:
     """Measure the speed of the pose network variants (N=1, N=2 as two passes, N=2 with the
@@ -87,7 +90,7 @@ def bench(
             detector_weights=None if detector_weights == "none" else detector_weights,
             flip=pipeline_flip, half=half)
     with console.status("measuring") as status:
-        result = run_bench(dev, net, pipe, flops_arch=arch,
+        result = run_bench(dev, net, pipe, flops_arch=arch, threads=threads,
                            progress=lambda msg: status.update(f"measuring: {msg}"))
     console.print(machine_line(result["machine"]), highlight=False)
     for table in result_tables(result):
