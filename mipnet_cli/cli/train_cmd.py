@@ -48,11 +48,13 @@ def train(
     if resume:
         trainer.resume()
         console.print(f"resumed at epoch {trainer.epoch} from {trainer.state_path}")
-    if trainer.init_report:
-        loaded, fresh = trainer.init_report
-        console.print(f"initialised {loaded} tensors from {cfg.init}; {fresh} start fresh")
-    console.print(f"training {cfg.arch} N={cfg.instances} on {len(trainer.train_set)} samples "
-                  f"({trainer.keypoints.name}) on {trainer.device}")
+    if trainer.rank == 0:
+        if trainer.init_report:
+            loaded, fresh = trainer.init_report
+            console.print(f"initialised {loaded} tensors from {cfg.init}; {fresh} start fresh")
+        console.print(f"training {cfg.arch} N={cfg.instances} on {len(trainer.train_set)} "
+                      f"samples ({trainer.keypoints.name}) on {trainer.device}, "
+                      f"{trainer.world} process(es)")
     with _progress() as progress:
         history = trainer.fit(progress)
     if trainer.rank == 0 and history:
