@@ -59,7 +59,8 @@ def _args() -> argparse.Namespace:
     p.add_argument("--video", default=None, help="an existing video instead of a synthetic one")
     p.add_argument("--detector", default="auto", help="auto, none or a torchvision detector")
     p.add_argument("--detector-weights", default="auto",
-                   help="auto (DEFAULT if cached, else random init), none, or a tag")
+                   help="auto (the shipped file, else torchvision's DEFAULT if cached, else "
+                        "random init), none (random init), a file or a torchvision tag")
     p.add_argument("--boxes", choices=("auto", "gt", "detector"), default="auto",
                    help="boxes for the pose stages (auto: the detector's when it has trained "
                         "weights, else the ground truth; the detector always runs)")

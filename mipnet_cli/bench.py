@@ -50,7 +50,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .annotate import TableBoxes
 from .decode import decode_heatmaps, flip_average
-from .detector import DEFAULT_DETECTOR, PersonDetector, load_gt_boxes
+from .detector import DEFAULT_DETECTOR, PersonDetector, load_gt_boxes, weights_cached
+from .detector_models import SMALL_PERSON_DETECTOR
 from .engine import CropPoses, EngineOptions, PoseEstimator
 from .errors import MipnetError
 from .geometry import box_to_center_scale, warp_crops
@@ -59,12 +60,13 @@ from .models import build_model, instance_lambdas
 from .render import draw_poses
 from .synth import VideoConfig, generate_video
 from .video import VideoOptions, annotate_video
+from .weights import default_entry
 
 MODES = ("n1", "n2_separate", "n2_shared")
 MODE_LABELS = {"n1": "N=1", "n2_separate": "N=2 separate", "n2_shared": "N=2 shared trunk"}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 LAYOUTS = ("contiguous", "channels_last")
-CPU_DETECTOR = "fasterrcnn_mobilenet_v3_large_320_fpn"
+CPU_DETECTOR = SMALL_PERSON_DETECTOR
 
 # Targets (see benchmarks/RESULTS.md): ratios are checked on the CPU, absolute rates on a GPU.
 SHARED_OVER_N1_MAX = 1.45
@@ -92,7 +94,9 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def default_detector(device: torch.device) -> str:
-    """The project's detector on a GPU; a light one on the CPU (the R50 one takes seconds)."""
+    """torchvision's Faster R-CNN R50-FPN v2 on a GPU; on the CPU (where that one takes
+    seconds a frame) the small person detector that ships with weights trained on synthetic
+    crowds."""
     return DEFAULT_DETECTOR if device.type == "cuda" else CPU_DETECTOR
 
 
@@ -511,7 +515,7 @@ class PipelineSettings:
     fps: float = 25.0
     seed: int = 0
     detector: str | None = CPU_DETECTOR  # None: no detector (ground-truth boxes only)
-    detector_weights: str | None = "auto"  # a torchvision tag, "auto" (cached DEFAULT) or None
+    detector_weights: str | None = "auto"  # a file, a torchvision tag, "auto" or None (random)
     boxes: str = "auto"  # "gt", "detector" or "auto" (detector when it has trained weights)
     detector_autocast: bool = True  # run the detector under fp16 autocast on CUDA
     flip: bool = True
@@ -589,10 +593,22 @@ def _maybe_autocast(device: torch.device, enabled: bool) -> contextlib.AbstractC
     return contextlib.nullcontext()
 
 
-def _detector_weights_cached(name: str) -> bool:
-    """Whether the detector's DEFAULT weights are in the torch hub cache (no download)."""
-    weights = torchvision.models.get_model_weights(name).DEFAULT
-    return (Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name).is_file()
+def _resolve_detector_weights(name: str, weights: str | None) -> tuple[str | None, str | None]:
+    """(weights_path, torchvision tag) for `weights`: a file, a tag, None (random init) or
+    "auto": the shipped file when the zoo's default detector is this builder, else the
+    DEFAULT tag when torchvision's file is cached (nothing is downloaded), else random init."""
+    if weights is None:
+        return None, None
+    if weights != "auto":
+        return (weights, None) if Path(weights).is_file() else (None, weights)
+    shipped = default_entry("detector")
+    if shipped is not None and shipped.builder == name and shipped.shipped_path is not None \
+            and shipped.shipped_path.is_file():
+        return str(shipped.shipped_path), None
+    if name in torchvision.models.list_models(module=torchvision.models.detection) and \
+            weights_cached(name):
+        return None, "DEFAULT"
+    return None, None
 
 
 def make_synthetic_video(path: Path, settings: PipelineSettings, frames: int | None = None
@@ -615,16 +631,17 @@ def _box_source(settings: PipelineSettings, video: Path, device: torch.device
         if table is None:
             raise MipnetError(f"{gt_path}: ground-truth boxes needed without a detector")
         return TableBoxes(table, "gt"), {"detector": None, "boxes": "gt"}
-    tag = settings.detector_weights
-    if tag == "auto":
-        tag = "DEFAULT" if _detector_weights_cached(settings.detector) else None
-    detector = PersonDetector(settings.detector, weights=tag, device=device, progress=False)
-    use_gt = settings.boxes == "gt" or (settings.boxes == "auto" and tag is None)
+    path, tag = _resolve_detector_weights(settings.detector, settings.detector_weights)
+    trained = path is not None or tag is not None
+    detector = PersonDetector(settings.detector, weights=tag, weights_path=path, device=device,
+                              progress=False)
+    use_gt = settings.boxes == "gt" or (settings.boxes == "auto" and not trained)
     if use_gt and table is None:
         raise MipnetError(f"{gt_path}: ground-truth boxes needed (the detector has "
-                          f"{'random' if tag is None else 'trained'} weights)")
+                          f"{'trained' if trained else 'random'} weights)")
     autocast = settings.detector_autocast and device.type == "cuda"
-    desc = {"detector": settings.detector, "detector_weights": tag or "random init",
+    weights_desc = Path(path).name if path is not None else (tag or "random init")
+    desc = {"detector": settings.detector, "detector_weights": weights_desc,
             "detector_autocast_fp16": autocast, "boxes": "gt" if use_gt else "detector"}
     if use_gt:
         return _DetectorThenTable(detector, table, autocast), desc

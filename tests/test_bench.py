@@ -8,6 +8,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -89,11 +90,20 @@ def test_pipeline_reports_stages_rates_and_memory() -> None:
     assert p["memory"]["peak_rss_mib"] > 0
 
 
-def test_pipeline_times_a_random_init_detector_with_ground_truth_boxes() -> None:
-    p = bench.run_pipeline(_tiny_pipeline(detector=bench.CPU_DETECTOR, detector_weights=None,
-                                          frames=1), CPU)
-    assert p["boxes"]["boxes"] == "gt" and p["boxes"]["detector_weights"] == "random init"
-    assert p["stage_ms_per_frame"]["detect"] > 0
+def test_a_random_init_detector_runs_but_hands_on_ground_truth_boxes(tmp_path: Path) -> None:
+    settings = _tiny_pipeline(detector=bench.CPU_DETECTOR, detector_weights=None, frames=1)
+    video = bench.make_synthetic_video(tmp_path / "v.mp4", settings)
+    source, desc = bench._box_source(settings, video, CPU)
+    assert desc["boxes"] == "gt" and desc["detector_weights"] == "random init"
+    frame = np.zeros((128, 160, 3), np.uint8)
+    boxes = source.boxes([frame], [1])
+    assert len(boxes) == 1 and len(boxes[0]) == 2 and boxes[0][0].source == "gt"
+
+
+def test_pipeline_with_the_shipped_detector_uses_its_boxes() -> None:
+    p = bench.run_pipeline(_tiny_pipeline(detector=bench.CPU_DETECTOR, frames=1), CPU)
+    assert p["boxes"]["boxes"] == "detector"
+    assert p["boxes"]["detector_weights"].endswith(".safetensors")
 
 
 def test_targets_say_what_was_not_measured(w32_flops: dict) -> None:

@@ -55,11 +55,13 @@ def bench(
     video: Path | None = typer.Option(
         None, help="an existing video instead (ground truth beside it as .json for gt boxes)"),
     detector: str = typer.Option(
-        "auto", help="torchvision detector, 'none' (ground-truth boxes), or auto "
-                     "(fasterrcnn_resnet50_fpn_v2 on CUDA, a MobileNet one on the CPU)"),
+        "auto", help="detector name, 'none' (ground-truth boxes), or auto "
+                     "(fasterrcnn_resnet50_fpn_v2 on CUDA, the shipped synthetic-person "
+                     "detector on the CPU)"),
     detector_weights: str = typer.Option(
-        "auto", help="torchvision weights tag, 'none' (random init: timed, boxes from the "
-                     "ground truth) or auto (DEFAULT if cached, else random init)"),
+        "auto", help="weights file, torchvision tag, 'none' (random init: timed, boxes from "
+                     "the ground truth) or auto (the shipped file, else torchvision's DEFAULT "
+                     "if cached, else random init)"),
     pipeline_flip: bool = typer.Option(True, "--pipeline-flip/--no-pipeline-flip",
                                        help="flip test in the video pipeline"),
     half: bool = typer.Option(False, help="fp16 pose network in the pipeline (CUDA)"),
