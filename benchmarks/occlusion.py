@@ -133,7 +133,7 @@ def main() -> None:
     if not args.skip_train:
         for label, run_dir in runs.items():
             run(["mipnet", "train", f"configs/demo_synth_n{label[-1]}.toml", "--out", str(run_dir)])
-    dropout = ROOT / "benchmarks" / "occlusion_dropout_boxes.json"
+    dropout = DATA / "val" / "dropout_boxes.json"
     counts = dropout_boxes(DATA / "val" / "annotations.json", dropout)
     results: dict = {}
     start = time.perf_counter()
