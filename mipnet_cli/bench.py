@@ -822,13 +822,14 @@ def video_size(video: Path) -> list[int]:
 # ----------------------------------------------------------------------------- memory
 
 
-def pipeline_memory(settings: PipelineSettings, device: torch.device, factor: int = 10
-                    ) -> dict[str, Any]:
+def pipeline_memory(settings: PipelineSettings, device: torch.device, factor: int = 10,
+                    env: dict[str, str] | None = None) -> dict[str, Any]:
     """Peak memory of the pipeline on a video and on one `factor` times longer, each run in a
-    fresh process (so that neither run's peak hides in the other's)."""
+    fresh process (so that neither run's peak hides in the other's), with `env` added to the
+    processes' environment (e.g. glibc's MALLOC_MMAP_THRESHOLD_)."""
     ctx = mp.get_context("spawn")
     results = []
-    with tempfile.TemporaryDirectory(prefix="mipnet-mem-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="mipnet-mem-") as tmp, _environ(env or {}):
         for frames in (settings.frames, settings.frames * factor):
             path = make_synthetic_video(Path(tmp) / f"crowd_{frames}.mp4", settings, frames)
             with ctx.Pool(1) as pool:
@@ -838,11 +839,27 @@ def pipeline_memory(settings: PipelineSettings, device: torch.device, factor: in
     return {
         "settings": asdict(settings),
         "factor": factor,
+        "env": env or {},
         "runs": results,
         "rss_growth": long["peak_rss_mib"] / short["peak_rss_mib"],
         **({"cuda_growth": long["cuda_peak_allocated_mib"] / short["cuda_peak_allocated_mib"]}
            if device.type == "cuda" else {}),
     }
+
+
+@contextlib.contextmanager
+def _environ(extra: dict[str, str]) -> Iterator[None]:
+    """Environment variables set for the block (and the processes it starts)."""
+    before = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _memory_child(settings: dict[str, Any], video: str, device: str) -> dict[str, Any]:
@@ -1074,8 +1091,9 @@ def targets_table(targets: list[dict[str, Any]]) -> Table:
 
 
 def memory_table(mem: dict[str, Any]) -> Table:
+    env = " ".join(f"{k}={v}" for k, v in mem["env"].items()) or "default allocator settings"
     table = Table(title=f"Pipeline peak memory vs video length (×{mem['factor']}), each run in "
-                        "a fresh process")
+                        f"a fresh process; {env}")
     for col in ("frames", "seconds", "peak RSS MiB", "peak CUDA MiB"):
         table.add_column(col, justify="right")
     for r in mem["runs"]:
