@@ -716,8 +716,8 @@ def _sequential(video: Path, estimator: PoseEstimator, box_source: Any, out: Pat
     return timer.seconds, frames_done, boxes_seen
 
 
-def _pipelined(video: Path, estimator: Any, box_source: Any, out: Path, batch_frames: int,
-               clock: Clock) -> tuple[float, int, dict[str, Any]]:
+def _pipelined(video: Path, estimator: PoseEstimator, box_source: Any, out: Path,
+               batch_frames: int, clock: Clock) -> tuple[float, int, dict[str, Any]]:
     """`annotate_video` on the whole video: seconds, frames and peak memory."""
     device = estimator.device
     if device.type == "cuda":
@@ -745,14 +745,13 @@ def build_estimator(settings: PipelineSettings, device: torch.device) -> PoseEst
 
 
 def run_pipeline(settings: PipelineSettings, device: torch.device,
-                 progress: Progress | None = None, workdir: Path | None = None
-                 ) -> dict[str, Any]:
+                 progress: Progress | None = None) -> dict[str, Any]:
     """Stages alone (one after another) and pipelined (`annotate_video`), alternated
     `repeats` times on the same video; medians."""
     settings.validate()
     clock = Clock(device)
-    with contextlib.ExitStack() as stack:
-        tmp = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mipnet-")))
+    with tempfile.TemporaryDirectory(prefix="mipnet-bench-") as tmp_dir:
+        tmp = Path(tmp_dir)
         if settings.video is not None:
             video = Path(settings.video)
         else:

@@ -117,6 +117,28 @@ def test_targets_say_what_was_not_measured(w32_flops: dict) -> None:
     assert bench.result_tables(result | {"targets": targets})
 
 
+def test_gpu_targets_read_the_named_settings() -> None:
+    """The GPU branch of the targets, on a made-up GPU result (no GPU is needed)."""
+    row = {"mode": "n2_shared", "batch": 64, "dtype": "fp16", "flip": False, "layout":
+           "channels_last", "compiled": False, "crops_per_s": 3500.0, "ratio_to_n1": 1.3,
+           "separate_over_shared": 1.5}
+    result = {
+        "machine": {"gpu": {"name": "made up"}},
+        "network": {"settings": {"arch": "hrnet_w32", "image_size": [256, 192]}, "rows": [row],
+                    "crop_decode": []},
+        "pipeline": {"video": {"size": [1920, 1080], "boxes_per_frame": 10.0},
+                     "boxes": {"detector": "fasterrcnn_resnet50_fpn_v2",
+                               "detector_weights": "random init"},
+                     "pipelined_fps": 20.0, "pipelined_over_bound": 0.9,
+                     "slowest_worker": "model"},
+    }
+    gpu = {t["target"]: t for t in bench.evaluate_targets(result) if t["target"].startswith("GPU")}
+    net, video = gpu.values()
+    assert (net["measured"], net["met"]) == (3500.0, True)
+    assert (video["measured"], video["met"]) == (20.0, False)
+    assert not any("CPU" in t["target"] for t in bench.evaluate_targets(result))
+
+
 def test_peak_rss_window() -> None:
     with bench.peak_rss_window() as mem:
         block = bytearray(32 * 2**20)
