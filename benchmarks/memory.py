@@ -26,13 +26,12 @@ from mipnet_cli.bench import (
     default_detector,
     machine_info,
     machine_line,
-    markdown_report,
     memory_table,
     parse_size,
     pipeline_memory,
+    write_reports,
 )
 from mipnet_cli.engine import pick_device
-from mipnet_cli.io import write_json
 
 GROWTH_MAX = 1.10  # the long run's peak may exceed the short one's by this factor at most
 
@@ -75,11 +74,7 @@ def main() -> None:
     console.print(memory_table(mem))
     verdict = "[green]flat[/]" if mem["flat"] else "[red]grows[/]"
     console.print(f"peak memory vs length: {verdict} (limit ×{GROWTH_MAX})")
-    write_json(a.out, result, indent=1)
-    console.print(f"wrote {a.out}")
-    if a.markdown is not None:
-        a.markdown.write_text(markdown_report(result), encoding="utf-8")
-        console.print(f"wrote {a.markdown}")
+    write_reports(result, a.out, a.markdown, console)
 
 
 if __name__ == "__main__":

@@ -23,14 +23,13 @@ from mipnet_cli.bench import (
     PipelineSettings,
     default_detector,
     machine_line,
-    markdown_report,
     parse_size,
     result_tables,
     run_bench,
+    write_reports,
 )
 from mipnet_cli.detector import DEFAULT_DETECTOR
 from mipnet_cli.engine import pick_device
-from mipnet_cli.io import write_json
 
 GPU_TARGETS_COMMAND = ("python benchmarks/speed.py --gpu-targets --out benchmarks/speed_gpu.json "
                        "--markdown benchmarks/speed_gpu.md")
@@ -123,11 +122,7 @@ def main() -> None:
     console.print(machine_line(result["machine"]), highlight=False)
     for table in result_tables(result):
         console.print(table)
-    write_json(a.out, result, indent=1)
-    console.print(f"wrote {a.out}")
-    if a.markdown is not None:
-        a.markdown.write_text(markdown_report(result), encoding="utf-8")
-        console.print(f"wrote {a.markdown}")
+    write_reports(result, a.out, a.markdown, console)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ from .detector_models import SMALL_PERSON_DETECTOR
 from .engine import CropPoses, EngineOptions, PoseEstimator
 from .errors import MipnetError
 from .geometry import box_to_center_scale, warp_crops
+from .io import atomic_path, write_json
 from .keypoints import COCO17
 from .models import build_model, instance_lambdas
 from .render import draw_poses
@@ -1144,3 +1145,13 @@ __all__ = [
     "markdown_report", "parse_size", "peak_rss_window", "pipeline_memory", "result_tables",
     "run_bench", "run_interleaved", "run_network", "run_pipeline", "torch_threads",
 ]
+
+
+def write_reports(result: dict, out: Path, markdown: Path | None, console) -> None:
+    """Write a benchmark result as JSON and, optionally, as Markdown tables (both atomic)."""
+    write_json(out, result, indent=1)
+    console.print(f"wrote {out}")
+    if markdown is not None:
+        with atomic_path(markdown) as tmp:
+            tmp.write_text(markdown_report(result), encoding="utf-8")
+        console.print(f"wrote {markdown}")
