@@ -9,14 +9,18 @@ made with another seed (seed 2):
 - box dropout: of every pair of people whose boxes overlap (IoU > 0.5) only the front person's
   box is kept — the back person can only be found through the secondary instance (λ = [0, 1]).
 
-Detector boxes and the detector-confidence sweep (paper Fig. 5, `mipnet eval --sweep`) need a
-person detector trained on the same synthetic scenes; none is shipped yet.
+- detector boxes: the shipped synthetic person detector
+  (`weights/detector_synth_person.safetensors`, trained with configs/detector_synth.toml on the
+  same training split), every box scoring at
+  least 0.05, and the detector-confidence sweep of the paper's Fig. 5 (AP when boxes below each
+  threshold are dropped).
 
 Usage (from the repository root):
     python benchmarks/occlusion.py                  # generate data if missing, train, evaluate
     python benchmarks/occlusion.py --skip-train     # evaluate the runs/demo_synth_n{1,2} models
-Writes benchmarks/occlusion.json, benchmarks/occlusion.png and prints a table; paste the table
-into benchmarks/RESULTS.md.
+Writes benchmarks/occlusion.json, benchmarks/occlusion.png (AP per condition) and
+benchmarks/occlusion_sweep.png (AP against detector confidence), and prints a table; paste the
+table into benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -34,9 +38,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mipnet_cli.data import KeypointDataset  # noqa: E402
+from mipnet_cli.detector import PersonDetector  # noqa: E402
 from mipnet_cli.engine import EngineOptions, PoseEstimator  # noqa: E402
+from mipnet_cli.images import read_image  # noqa: E402
 from mipnet_cli.io import atomic_path, write_json  # noqa: E402
-from mipnet_cli.validation import evaluate_predictions, predict_dataset  # noqa: E402
+from mipnet_cli.validation import (  # noqa: E402
+    confidence_sweep,
+    evaluate_predictions,
+    predict_dataset,
+)
+from mipnet_cli.weights import default_entry  # noqa: E402
 
 DATA = ROOT / "data" / "synth"
 METRICS = ("AP", "AP50", "AP75", "AR")
@@ -87,7 +98,28 @@ def dropout_boxes(ann_file: Path, out: Path) -> dict:
     return {"boxes": len(dets), "dropped": dropped}
 
 
-def evaluate(weights: Path, boxes: Path | None) -> dict:
+def detector_boxes(ann_file: Path, images: Path, out: Path, score_thresh: float = 0.05) -> dict:
+    """A detection file from the shipped synthetic person detector. Returns counts."""
+    entry = default_entry("detector")
+    path = entry.local_path() if entry is not None else None
+    if path is None:
+        raise SystemExit("the shipped detector (weights/detector_synth_person.safetensors) is "
+                         "missing")
+    detector = PersonDetector(entry.builder, weights_path=path, score_thresh=score_thresh,
+                              device="cpu")
+    data = json.loads(ann_file.read_text())
+    dets = []
+    for im in sorted(data["images"], key=lambda im: im["id"]):
+        for box in detector.detect([read_image(images / im["file_name"])])[0]:
+            dets.append({"image_id": im["id"], "category_id": 1,
+                         "bbox": [round(float(v), 2) for v in box.xywh],
+                         "score": round(float(box.score), 4)})
+    write_json(out, dets)
+    return {"boxes": len(dets), "score_thresh": score_thresh, "detector": entry.name}
+
+
+def evaluate(weights: Path, boxes: Path | None, sweep: bool = False) -> dict:
+    """Merged and per-instance metrics; with `sweep`, AP at each detector-confidence threshold."""
     est = PoseEstimator.from_checkpoint(weights, EngineOptions(flip_test=True), device="cpu")
     h, w = est.input_size
     ds = KeypointDataset(DATA / "val" / "annotations.json", DATA / "val" / "images",
@@ -95,7 +127,11 @@ def evaluate(weights: Path, boxes: Path | None) -> dict:
                          num_instances=1, train=False, boxes=boxes)
     preds = predict_dataset(est, ds, batch_size=64)
     metrics = evaluate_predictions(preds, est, ds)
-    return {k: {m: v[m] for m in METRICS} for k, v in metrics.items()}
+    out = {k: {m: v[m] for m in METRICS} for k, v in metrics.items()}
+    if sweep:
+        out["sweep"] = [{"threshold": t, **{m: v[m] for m in METRICS}}
+                        for t, v in confidence_sweep(preds, est, ds)]
+    return out
 
 
 def plot(results: dict, path: Path) -> None:
@@ -105,7 +141,7 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     conditions = list(next(iter(results.values())))
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=100)
     width = 0.38
     for i, (label, per_cond) in enumerate(results.items()):
         aps = [per_cond[c]["merged"]["AP"] for c in conditions]
@@ -116,6 +152,28 @@ def plot(results: dict, path: Path) -> None:
     ax.set_ylim(0, 1)
     ax.legend()
     ax.set_title("N=1 vs N=2, same architecture, data and budget")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
+    plt.close(fig)
+
+
+def plot_sweep(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    for label, per_cond in results.items():
+        sweep = per_cond["detector boxes"]["sweep"]
+        ax.plot([r["threshold"] for r in sweep], [r["AP"] for r in sweep], "o-", label=label)
+    ax.set_xlabel("detector confidence threshold")
+    ax.set_ylabel("AP (held-out synthetic split)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("AP as low-confidence boxes are dropped (cf. paper Fig. 5)")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp)
@@ -135,25 +193,37 @@ def main() -> None:
             run(["mipnet", "train", f"configs/demo_synth_n{label[-1]}.toml", "--out", str(run_dir)])
     dropout = DATA / "val" / "dropout_boxes.json"
     counts = dropout_boxes(DATA / "val" / "annotations.json", dropout)
+    detected = DATA / "val" / "detector_boxes.json"
+    det_counts = detector_boxes(DATA / "val" / "annotations.json", DATA / "val" / "images",
+                                detected)
     results: dict = {}
     start = time.perf_counter()
     for label, run_dir in runs.items():
         weights = run_dir / "best.safetensors"
         results[label] = {"GT boxes": evaluate(weights, None),
-                          "box dropout": evaluate(weights, dropout)}
-    print(f"box dropout: kept {counts['boxes']} boxes, dropped {counts['dropped']}")
-    print(f"{'':6} {'condition':12} " + " ".join(f"{m:>6}" for m in METRICS)
+                          "box dropout": evaluate(weights, dropout),
+                          "detector boxes": evaluate(weights, detected, sweep=True)}
+    print(f"box dropout: kept {counts['boxes']} boxes, dropped {counts['dropped']}; "
+          f"detector: {det_counts['boxes']} boxes scoring >= {det_counts['score_thresh']}")
+    print(f"{'':6} {'condition':15} " + " ".join(f"{m:>6}" for m in METRICS)
           + "   AP λ0-only  AP λ1-only")
     for label, per_cond in results.items():
         for cond, m in per_cond.items():
             inst = (f"   {m['instance0']['AP']:.3f}      {m['instance1']['AP']:.3f}"
                     if "instance1" in m else "")
-            print(f"{label:6} {cond:12} " + " ".join(f"{m['merged'][k]:6.3f}" for k in METRICS)
+            print(f"{label:6} {cond:15} " + " ".join(f"{m['merged'][k]:6.3f}" for k in METRICS)
                   + inst)
-    report = {"results": results, "dropout": counts,
+    print("detector-confidence sweep (AP):")
+    thresholds = [r["threshold"] for r in results["N=1"]["detector boxes"]["sweep"]]
+    print(f"{'':6} " + " ".join(f"{t:>6.1f}" for t in thresholds))
+    for label, per_cond in results.items():
+        print(f"{label:6} " + " ".join(f"{r['AP']:6.3f}"
+                                       for r in per_cond["detector boxes"]["sweep"]))
+    report = {"results": results, "dropout": counts, "detector": det_counts,
               "eval_seconds": round(time.perf_counter() - start, 1)}
     write_json(ROOT / "benchmarks" / "occlusion.json", report, indent=1)
     plot(results, ROOT / "benchmarks" / "occlusion.png")
+    plot_sweep(results, ROOT / "benchmarks" / "occlusion_sweep.png")
 
 
 if __name__ == "__main__":

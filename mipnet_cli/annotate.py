@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .detector import (
     DEFAULT_DETECTOR,
@@ -91,6 +92,23 @@ def detector_boxes(name: str | None, weights_path: str | os.PathLike | None,
                 or weights_cached(DEFAULT_DETECTOR)):
             raise
     return DetectorBoxes(build(shipped.builder, shipped_path), demo=True)
+
+
+def box_source(*, boxes: str | os.PathLike | None = None, gt: str | os.PathLike | None = None,
+               detector: str | None = None, detector_weights: str | os.PathLike | None = None,
+               det_thresh: float | None = None, det_nms: float = 0.5,
+               device: str | torch.device | None = None) -> BoxSource:
+    """Where person boxes come from: a COCO detection-results file (`det_thresh` default 0, as
+    in the official evaluation), else the boxes of the annotation file `gt` unless a detector
+    is named, else a detector (see `detector_boxes`; `det_thresh` default 0.5)."""
+    if boxes is not None and (detector is not None or detector_weights is not None):
+        raise MipnetError("a box file and a detector are two box sources: give only one")
+    if boxes is not None:
+        return TableBoxes(load_box_file(boxes, score_thresh=det_thresh or 0.0), "file")
+    if gt is not None and detector is None and detector_weights is None:
+        return TableBoxes(load_gt_boxes(gt), "gt")
+    return detector_boxes(detector, detector_weights, 0.5 if det_thresh is None else det_thresh,
+                          det_nms, pick_device(device))
 
 
 def _failure(path: Path, error: MipnetError) -> ImageFailure:
@@ -174,22 +192,15 @@ class Annotator:
         torchvision's COCO Faster R-CNN, offline the shipped demo one; `det_thresh` 0.5). `gt` also
         gives the image ids. `weights=None` takes the shipped default pose model.
         """
-        if boxes is not None and (detector is not None or detector_weights is not None):
-            raise MipnetError("a box file and a detector are two box sources: give only one")
         torch_device = pick_device(device)
         try:
             estimator = PoseEstimator.from_checkpoint(resolve_pose_weights(weights), engine,
                                                       torch_device)
         except ValueError as exc:
             raise MipnetError(str(exc)) from None
-        source: BoxSource
-        if boxes is not None:
-            source = TableBoxes(load_box_file(boxes, score_thresh=det_thresh or 0.0), "file")
-        elif gt is not None and detector is None and detector_weights is None:
-            source = TableBoxes(load_gt_boxes(gt), "gt")
-        else:
-            thresh = 0.5 if det_thresh is None else det_thresh
-            source = detector_boxes(detector, detector_weights, thresh, det_nms, torch_device)
+        source = box_source(boxes=boxes, gt=gt, detector=detector,
+                            detector_weights=detector_weights, det_thresh=det_thresh,
+                            det_nms=det_nms, device=torch_device)
         ids = image_ids_by_filename(gt) if gt is not None else None
         return cls(estimator, source, ids, ids_from=str(gt), images_per_batch=images_per_batch)
 

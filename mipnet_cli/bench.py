@@ -104,7 +104,8 @@ def default_detector(device: torch.device) -> str:
 # ----------------------------------------------------------------------------- machine, timing
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -128,7 +129,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     """The hardware and software the numbers were measured on."""
     info: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_cores": os.cpu_count(),
         "cpu_cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
         else os.cpu_count(),
@@ -239,7 +240,8 @@ def _paired_ratio(a: Sequence[float], b: Sequence[float]) -> float:
 
 @contextlib.contextmanager
 def peak_rss_window() -> Iterator[dict[str, float | str]]:
-    """Peak resident memory (MiB) while the block runs, in the yielded dict's "peak_rss_mib".
+    """Peak resident memory (MiB) while the block runs, in the yielded dict's "peak_rss_mib"
+    (and the resident memory on entry, "start_rss_mib").
 
     Linux: the kernel's high-water mark is reset on entry (/proc/self/clear_refs) and read on
     exit (VmHWM). Elsewhere, or when the reset is refused, the process's lifetime peak is
@@ -252,6 +254,10 @@ def peak_rss_window() -> Iterator[dict[str, float | str]]:
         scope = "this run"
     except OSError:
         pass
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                result["start_rss_mib"] = round(int(line.split()[1]) / 1024.0, 1)
     yield result
     peak = None
     with contextlib.suppress(OSError):
@@ -718,8 +724,9 @@ def _sequential(video: Path, estimator: PoseEstimator, box_source: Any, out: Pat
 
 
 def _pipelined(video: Path, estimator: PoseEstimator, box_source: Any, out: Path,
-               batch_frames: int, clock: Clock) -> tuple[float, int, dict[str, Any]]:
-    """`annotate_video` on the whole video: seconds, frames and peak memory."""
+               batch_frames: int, clock: Clock, max_frames: int | None = None
+               ) -> tuple[float, int, dict[str, Any]]:
+    """`annotate_video` on the video (its first `max_frames`): seconds, frames, peak memory."""
     device = estimator.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -727,7 +734,8 @@ def _pipelined(video: Path, estimator: PoseEstimator, box_source: Any, out: Path
         clock.sync()
         t0 = time.perf_counter()
         summary = annotate_video(video, estimator, box_source,
-                                 VideoOptions(batch_frames=batch_frames), out=out)
+                                 VideoOptions(batch_frames=batch_frames,
+                                              max_frames=max_frames), out=out)
         clock.sync()
         seconds = time.perf_counter() - t0
     if summary.error:
@@ -824,16 +832,20 @@ def video_size(video: Path) -> list[int]:
 
 def pipeline_memory(settings: PipelineSettings, device: torch.device, factor: int = 10,
                     env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Peak memory of the pipeline on a video and on one `factor` times longer, each run in a
-    fresh process (so that neither run's peak hides in the other's), with `env` added to the
-    processes' environment (e.g. glibc's MALLOC_MMAP_THRESHOLD_)."""
+    """Peak memory of the pipeline on the first `settings.frames` frames of a video and on all
+    of it (`factor` times as many), each run in a fresh process (so that neither run's peak
+    hides in the other's), with `env` added to the processes' environment (e.g. glibc's
+    MALLOC_MMAP_THRESHOLD_). Both runs load the same video and ground-truth file, so only the
+    number of frames differs."""
     ctx = mp.get_context("spawn")
     results = []
+    long_frames = settings.frames * factor
     with tempfile.TemporaryDirectory(prefix="mipnet-mem-") as tmp, _environ(env or {}):
-        for frames in (settings.frames, settings.frames * factor):
-            path = make_synthetic_video(Path(tmp) / f"crowd_{frames}.mp4", settings, frames)
+        path = make_synthetic_video(Path(tmp) / "crowd.mp4", settings, long_frames)
+        for frames in (settings.frames, long_frames):
             with ctx.Pool(1) as pool:
-                res = pool.apply(_memory_child, (asdict(settings), str(path), str(device)))
+                res = pool.apply(_memory_child, (asdict(settings), str(path), str(device),
+                                                 frames))
             results.append({"frames": frames, **res})
     short, long = results
     return {
@@ -862,14 +874,16 @@ def _environ(extra: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _memory_child(settings: dict[str, Any], video: str, device: str) -> dict[str, Any]:
+def _memory_child(settings: dict[str, Any], video: str, device: str, frames: int
+                  ) -> dict[str, Any]:
     s = PipelineSettings(**settings)
     dev = torch.device(device)
     with tempfile.TemporaryDirectory(prefix="mipnet-memrun-") as tmp:
         estimator = build_estimator(s, dev)
         box_source, _ = _box_source(s, Path(video), dev)
         seconds, frames, mem = _pipelined(Path(video), estimator, box_source,
-                                          Path(tmp) / "out.mp4", s.batch_frames, Clock(dev))
+                                          Path(tmp) / "out.mp4", s.batch_frames, Clock(dev),
+                                          max_frames=frames)
     return {"seconds": seconds, "frames_done": frames, **mem}
 
 
@@ -1094,14 +1108,15 @@ def memory_table(mem: dict[str, Any]) -> Table:
     env = " ".join(f"{k}={v}" for k, v in mem["env"].items()) or "default allocator settings"
     table = Table(title=f"Pipeline peak memory vs video length (×{mem['factor']}), each run in "
                         f"a fresh process; {env}")
-    for col in ("frames", "seconds", "peak RSS MiB", "peak CUDA MiB"):
+    for col in ("frames", "seconds", "RSS at start MiB", "peak RSS MiB", "peak CUDA MiB"):
         table.add_column(col, justify="right")
     for r in mem["runs"]:
-        table.add_row(str(r["frames"]), _f(r["seconds"], 1), _f(r["peak_rss_mib"], 0),
+        table.add_row(str(r["frames"]), _f(r["seconds"], 1), _f(r.get("start_rss_mib"), 0),
+                      _f(r["peak_rss_mib"], 0),
                       _f(r["cuda_peak_allocated_mib"], 0) if "cuda_peak_allocated_mib" in r
                       else "—")
     table.add_section()
-    table.add_row("growth", "", _f(mem["rss_growth"], 3),
+    table.add_row("growth", "", "", _f(mem["rss_growth"], 3),
                   _f(mem["cuda_growth"], 3) if "cuda_growth" in mem else "—")
     return table
 

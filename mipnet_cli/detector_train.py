@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -27,8 +26,7 @@ from .detector_models import SMALL_PERSON_DETECTOR
 from .engine import pick_device
 from .errors import MipnetError
 from .images import read_image
-from .io import atomic_path
-from .train import hardware_summary, read_settings
+from .train import EpochTrainer, hardware_summary, read_settings
 
 Target = dict[str, torch.Tensor]
 
@@ -166,14 +164,14 @@ def evaluate_boxes(detector: PersonDetector, ann: str | os.PathLike, images: str
                             float(s[8]), recall50), strict=True))
 
 
-class DetectorTrainer:
+class DetectorTrainer(EpochTrainer):
     """One detector training run in `config.out_dir`: last.pt, best.pt, state.pt, log.jsonl."""
 
     def __init__(self, config: DetectorTrainConfig, device: str | None = None) -> None:
         self.config = config
         self.device = pick_device(device)
         self.out = Path(config.out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
+        self._start_run()
         torch.manual_seed(config.seed)
         self.train_set = PersonBoxes(config.train_ann, config.train_images, config.flip_prob)
         self.detector = PersonDetector(config.detector, weights=None, num_classes=2,
@@ -183,37 +181,13 @@ class DetectorTrainer:
         self.eval_size = self.model.transform.min_size[-1]
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
                                            weight_decay=config.weight_decay)
-        self.epoch = 0
         self.step = 0
-        self.best = float("-inf")
-        self.history: list[dict] = []
-        self.train_time = 0.0
 
-    @property
-    def state_path(self) -> Path:
-        return self.out / "state.pt"
+    def extra_state(self) -> dict[str, Any]:
+        return {"step": self.step}
 
-    def save_state(self) -> None:
-        state = {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "epoch": self.epoch, "step": self.step, "best": self.best,
-            "history": json.dumps(self.history), "train_time": self.train_time,
-            "config": json.dumps(asdict(self.config)),
-        }
-        with atomic_path(self.state_path) as tmp:
-            torch.save(state, tmp)
-
-    def resume(self) -> None:
-        """Continue from state.pt (model, optimizer, epoch, step, history)."""
-        if not self.state_path.is_file():
-            raise MipnetError(f"{self.state_path}: nothing to resume from")
-        state = torch.load(self.state_path, map_location=self.device, weights_only=True)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.epoch, self.step = int(state["epoch"]), int(state["step"])
-        self.best = float(state["best"])
-        self.history = json.loads(state["history"])
-        self.train_time = float(state["train_time"])
+    def load_extra(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
 
     def learning_rate(self) -> float:
         """Warm-up, then the step schedule of `lr_steps` (epochs)."""
@@ -229,7 +203,7 @@ class DetectorTrainer:
             "trained_with": "mipnet train-detector", "train_ann": Path(c.train_ann).name,
             "train_images": len(self.train_set), "epochs": self.epoch, "steps": self.step,
             "batch_size": c.batch_size, "lr": c.lr, "seed": c.seed,
-            "hardware": hardware_summary(self.device), "threads": torch.get_num_threads(),
+            "hardware": hardware_summary(self.device, None),
             "train_time_s": round(self.train_time, 1), "torch": str(torch.__version__),
             "date": time.strftime("%Y-%m-%d"), "val": last_val, "config": asdict(c),
         }
@@ -288,33 +262,15 @@ class DetectorTrainer:
         self.model.eval()
         return evaluate_boxes(self.detector, c.val_ann, c.val_images or c.train_images)
 
-    def fit(self, progress=None, stop_after: tuple[int, int] | None = None) -> list[dict]:
-        """Train to `config.epochs`, writing checkpoints and the log after every epoch."""
-        c = self.config
-        if self.epoch == 0:  # a fresh run starts a fresh log
-            (self.out / "log.jsonl").unlink(missing_ok=True)
-        while self.epoch < c.epochs:
-            stop = stop_after[1] if stop_after and stop_after[0] == self.epoch else None
-            record = self.train_epoch(progress, stop_after=stop)
-            if c.val_ann and (self.epoch % c.val_every == 0 or self.epoch == c.epochs):
-                record["val"] = self.validate()
-            self.history.append(record)
-            self.write_epoch(record)
-        return self.history
+    def score(self, record: dict) -> float | None:
+        if "val" in record:
+            return record["val"]["AP"]
+        return None if self.config.val_ann else -record["loss"]
 
-    def write_epoch(self, record: dict) -> None:
-        metric = record["val"]["AP"] if "val" in record else \
-            None if self.config.val_ann else -record["loss"]
-        improved = metric is not None and metric > self.best
-        if improved:
-            self.best = metric
+    def save_weights(self, best: bool) -> None:
         provenance = self.provenance()
-        self.detector.save(self.out / "last.pt", provenance)
-        if improved:
-            self.detector.save(self.out / "best.pt", provenance)
-        self.save_state()
-        with open(self.out / "log.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        for name in ("last", "best") if best else ("last",):
+            self.detector.save(self.out / f"{name}.pt", provenance)
 
     def export(self, path: str | os.PathLike, half: bool = True) -> Path:
         """Write the best checkpoint (else the last) to `path` (.safetensors: float16 there)."""

@@ -22,7 +22,7 @@ from .models import PoseNet, instance_lambdas
 from .results import Box, Pose
 
 
-def pick_device(device: str | None = None) -> torch.device:
+def pick_device(device: str | torch.device | None = None) -> torch.device:
     """`device`, else CUDA when present, else the CPU."""
     if device and device != "auto":
         return torch.device(device)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
@@ -51,7 +50,7 @@ class TrainConfig:
     lr_factor: float = 0.1
     weight_decay: float = 0.0
     grad_clip: float | None = None
-    amp: bool = True  # mixed precision on CUDA
+    amp: bool = True  # mixed precision: fp16 on CUDA, bf16 on CPUs with native bf16
     sigma: float = 2.0
     workers: int = 4
     seed: int = 0
@@ -149,13 +148,122 @@ def initialise(model: PoseNet, path: str | Path) -> tuple[int, int]:
     return len(matched), len(own) - len(matched)
 
 
-def hardware_summary(device: torch.device) -> str:
+def hardware_summary(device: torch.device, amp_dtype: torch.dtype | None) -> str:
+    """Where and in what precision the run trains, for the checkpoint's provenance."""
+    precision = {torch.float16: "fp16 mixed", torch.bfloat16: "bf16 mixed"}.get(amp_dtype, "fp32")
     if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    return f"CPU {platform.processor() or platform.machine()} × {os.cpu_count()} threads"
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}), {precision}"
+    from .bench import cpu_model
+
+    return f"CPU {cpu_model()}, {torch.get_num_threads()} threads, {precision}"
 
 
-class Trainer:
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The mixed-precision type for training on `device`: fp16 on CUDA (with loss scaling),
+    bf16 on CPUs that compute it natively (AVX512-BF16, AMX), None (fp32) elsewhere."""
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "cpu" and torch.backends.mkldnn.is_available() and \
+            torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+class EpochTrainer:
+    """What the pose and detector trainers share: a run folder with state.pt (exact resume)
+    and log.jsonl, the epoch loop, periodic validation and best-checkpoint tracking.
+
+    Subclasses set config (with epochs, val_every, out_dir), model, optimizer, device and out,
+    call `_start_run`, and define train_epoch, validate, score and save_weights.
+    """
+
+    rank = 0  # only rank 0 validates and writes
+
+    def _start_run(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.epoch = 0
+        self.best = float("-inf")
+        self.history: list[dict] = []
+        self.train_time = 0.0
+
+    @property
+    def state_path(self) -> Path:
+        return self.out / "state.pt"
+
+    def extra_state(self) -> dict[str, Any]:
+        """More state to save (tensors, numbers or state dicts), restored by `load_extra`."""
+        return {}
+
+    def load_extra(self, state: dict[str, Any]) -> None:
+        """Restore what `extra_state` saved."""
+
+    def save_state(self) -> None:
+        state = {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch, "best": self.best, "history": json.dumps(self.history),
+            "train_time": self.train_time, "config": json.dumps(asdict(self.config)),
+            **self.extra_state(),
+        }
+        with atomic_path(self.state_path) as tmp:
+            torch.save(state, tmp)
+
+    def resume(self) -> None:
+        """Continue from state.pt: weights, optimizer, epoch, history and the subclass's state."""
+        if not self.state_path.is_file():
+            raise MipnetError(f"{self.state_path}: nothing to resume from")
+        state = torch.load(self.state_path, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch, self.best = int(state["epoch"]), float(state["best"])
+        self.history = json.loads(state["history"])
+        self.train_time = float(state["train_time"])
+        self.load_extra(state)
+
+    def train_epoch(self, progress=None, stop_after: int | None = None) -> dict:
+        raise NotImplementedError
+
+    def validate(self) -> dict:
+        raise NotImplementedError
+
+    def score(self, record: dict) -> float | None:
+        """The number that picks best checkpoint (higher is better; None: not comparable)."""
+        raise NotImplementedError
+
+    def save_weights(self, best: bool) -> None:
+        """Write the last checkpoint, and the best one too when `best`."""
+        raise NotImplementedError
+
+    def fit(self, progress=None, stop_after: tuple[int, int] | None = None) -> list[dict]:
+        """Train to `config.epochs`, validating every `val_every` epochs and after the last,
+        writing checkpoints, state and the log after every epoch.
+
+        `stop_after=(epoch, steps)` interrupts that epoch after `steps` steps (tests).
+        """
+        c = self.config
+        if self.epoch == 0 and self.rank == 0:  # a fresh run starts a fresh log
+            (self.out / "log.jsonl").unlink(missing_ok=True)
+        while self.epoch < c.epochs:
+            stop = stop_after[1] if stop_after and stop_after[0] == self.epoch else None
+            record = self.train_epoch(progress, stop_after=stop)
+            if self.rank == 0:
+                if c.val_ann and (self.epoch % c.val_every == 0 or self.epoch == c.epochs):
+                    record["val"] = self.validate()
+                self.history.append(record)
+                self.write_epoch(record)
+        return self.history
+
+    def write_epoch(self, record: dict) -> None:
+        metric = self.score(record)
+        improved = metric is not None and metric > self.best
+        if improved:
+            self.best = metric
+        self.save_weights(improved)
+        self.save_state()
+        with open(self.out / "log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+class Trainer(EpochTrainer):
     """One training run in `config.out_dir`: last.safetensors, best.safetensors, state.pt,
     log.jsonl and curves.png."""
 
@@ -175,7 +283,7 @@ class Trainer:
         else:
             self.device = pick_device(device)
         self.out = Path(config.out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
+        self._start_run()
         torch.manual_seed(config.seed)
         size = tuple(config.input_size)
         self.train_set = KeypointDataset(
@@ -207,47 +315,22 @@ class Trainer:
                                           weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
             self.optimizer, milestones=list(config.lr_steps), gamma=config.lr_factor)
-        self.use_amp = config.amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        self.epoch = 0
-        self.best = float("-inf")
-        self.history: list[dict] = []
-        self.train_time = 0.0
+        self.amp_dtype = autocast_dtype(self.device) if config.amp else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
-    # ------------------------------------------------------------------ state
-    @property
-    def state_path(self) -> Path:
-        return self.out / "state.pt"
+    def extra_state(self) -> dict[str, Any]:
+        return {"scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict()}
 
-    def save_state(self) -> None:
-        state = {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-            "epoch": self.epoch, "best": self.best, "history": json.dumps(self.history),
-            "train_time": self.train_time, "config": json.dumps(asdict(self.config)),
-        }
-        with atomic_path(self.state_path) as tmp:
-            torch.save(state, tmp)
-
-    def resume(self) -> None:
-        """Continue from state.pt (model, optimizer, scheduler, scaler, epoch, history)."""
-        if not self.state_path.is_file():
-            raise MipnetError(f"{self.state_path}: nothing to resume from")
-        state = torch.load(self.state_path, map_location=self.device, weights_only=True)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+    def load_extra(self, state: dict[str, Any]) -> None:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        self.epoch, self.best = int(state["epoch"]), float(state["best"])
-        self.history = json.loads(state["history"])
-        self.train_time = float(state["train_time"])
 
     def provenance(self) -> dict:
         c = self.config
         return {
             "trained_with": "mipnet train", "train_ann": Path(c.train_ann).name,
             "epochs": self.epoch, "batch_size": c.batch_size, "lr": c.lr, "seed": c.seed,
-            "hardware": hardware_summary(self.device), "processes": self.world,
+            "hardware": hardware_summary(self.device, self.amp_dtype), "processes": self.world,
             "train_time_s": round(self.train_time, 1), "torch": torch.__version__,
             "date": time.strftime("%Y-%m-%d"), "best_val": self.best,
             "config": asdict(c),
@@ -285,7 +368,8 @@ class Trainer:
             images = images.to(self.device, non_blocking=True)
             targets = targets.to(self.device, non_blocking=True)
             weights = weights.to(self.device, non_blocking=True)
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
+            with torch.autocast(self.device.type, dtype=self.amp_dtype,
+                                enabled=self.amp_dtype is not None):
                 outputs = self.net(images, self.lambdas)
             loss = multi_instance_loss(outputs.float(), targets, weights)
             self.optimizer.zero_grad(set_to_none=True)
@@ -317,34 +401,19 @@ class Trainer:
         return {name: {k: v for k, v in m.items() if k != "log"} for name, m in metrics.items()}
 
     def fit(self, progress=None, stop_after: tuple[int, int] | None = None) -> list[dict]:
-        """Train to `config.epochs`, writing checkpoints and logs every epoch (rank 0)."""
-        if self.epoch == 0 and self.rank == 0:  # a fresh run starts a fresh log
-            (self.out / "log.jsonl").unlink(missing_ok=True)
-        while self.epoch < self.config.epochs:
-            stop = stop_after[1] if stop_after and stop_after[0] == self.epoch else None
-            record = self.train_epoch(progress, stop_after=stop)
-            if self.rank == 0:
-                if self.val_set is not None and self.epoch % self.config.val_every == 0:
-                    record["val"] = self.validate()
-                self.history.append(record)
-                self.write_epoch(record)
+        history = super().fit(progress, stop_after)
         if self.world > 1:
             torch.distributed.destroy_process_group()
-        return self.history
+        return history
 
-    def write_epoch(self, record: dict) -> None:
-        metric = record["val"]["merged"]["AP"] if "val" in record else -record["loss"]
-        improved = metric > self.best
-        if improved:
-            self.best = metric
-        save_checkpoint(self.out / "last.safetensors", self.model, self.keypoints.name,
-                        self.provenance())
-        if improved:
-            save_checkpoint(self.out / "best.safetensors", self.model, self.keypoints.name,
-                            self.provenance())
-        self.save_state()
-        with open(self.out / "log.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+    def score(self, record: dict) -> float:
+        return record["val"]["merged"]["AP"] if "val" in record else -record["loss"]
+
+    def save_weights(self, best: bool) -> None:
+        provenance = self.provenance()
+        for name in ("last", "best") if best else ("last",):
+            save_checkpoint(self.out / f"{name}.safetensors", self.model, self.keypoints.name,
+                            provenance)
         plot_curves(self.history, self.out / "curves.png")
 
 

@@ -15,6 +15,8 @@ or damaged input ends the run the same way, with the reason in `VideoSummary.err
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import math
 import os
@@ -32,8 +34,7 @@ from typing import IO, Any
 import av
 import numpy as np
 
-from .annotate import BoxSource, DetectorBoxes, TableBoxes
-from .detector import DEFAULT_DETECTOR, PersonDetector, load_box_file, load_gt_boxes
+from .annotate import BoxSource, box_source
 from .engine import EngineOptions, PoseEstimator, pick_device
 from .errors import MipnetError
 from .io import atomic_path
@@ -45,6 +46,19 @@ from .writers import coco_dataset, pose_result
 
 CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 MAX_PENDING = 64  # frames and packets held for one network batch (bounds memory with --stride)
+TRIM_EVERY = 100  # frames between returns of freed heap memory to the system (glibc)
+
+
+def _malloc_trim() -> Callable[[], object] | None:
+    """glibc's malloc_trim(0), where there is one. Frame-sized buffers freed by the pipeline's
+    threads otherwise stay in glibc's per-thread arenas, and the resident memory creeps up
+    over the first few hundred frames before it levels off."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return lambda: trim(0)
 
 
 @dataclass
@@ -454,21 +468,15 @@ def video_box_source(
     det_nms: float = 0.5,
     device: str | None = None,
 ) -> BoxSource:
-    """Person boxes by image id: a COCO detection file (`det_thresh` default 0) or the boxes
-    of a COCO annotation file, else a detector (default fasterrcnn_resnet50_fpn_v2, COCO
-    weights; `det_thresh` 0.5). In a video, the image id is the 1-based frame number (frame
-    index + 1, as `mipnet synth --video` writes it)."""
+    """Person boxes by image id, from exactly one source (see `annotate.box_source`): a COCO
+    detection file, the boxes of a COCO annotation file, or a detector (torchvision's COCO
+    Faster R-CNN, offline the shipped demo one). In a video, the image id is the 1-based frame
+    number (frame index + 1, as `mipnet synth --video` writes it)."""
     if sum(x is not None for x in (boxes, gt)) + (
             detector is not None or detector_weights is not None) > 1:
         raise MipnetError("give one box source: --boxes, --gt or a detector")
-    if boxes is not None:
-        return TableBoxes(load_box_file(boxes, score_thresh=det_thresh or 0.0), "file")
-    if gt is not None:
-        return TableBoxes(load_gt_boxes(gt), "gt")
-    return DetectorBoxes(PersonDetector(
-        detector or DEFAULT_DETECTOR, weights_path=detector_weights,
-        score_thresh=0.5 if det_thresh is None else det_thresh, nms_iou=det_nms,
-        device=pick_device(device)))
+    return box_source(boxes=boxes, gt=gt, detector=detector, detector_weights=detector_weights,
+                      det_thresh=det_thresh, det_nms=det_nms, device=device)
 
 
 def load_estimator(weights: str | os.PathLike | None, engine: EngineOptions | None = None,
@@ -591,6 +599,7 @@ class _Run:
         self.progress, self.expected = progress, expected
         self.pending: list[_Frame | av.Packet] = []
         self.latest: tuple[list[Pose], list[Box]] = ([], [])
+        self.trim = _malloc_trim()
 
     def loop(self, reader: _Reader, stop_flag: threading.Event) -> None:
         to_infer = 0
@@ -625,6 +634,8 @@ class _Run:
                 if self.writer is not None:
                     self.writer.send((item, *self.latest))
                 self.summary.frames += 1
+                if self.trim is not None and self.summary.frames % TRIM_EVERY == 0:
+                    self.trim()
                 if self.progress is not None:
                     self.progress(self.summary.frames, self.expected)
             elif self.writer is not None:

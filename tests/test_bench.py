@@ -149,9 +149,10 @@ def test_peak_rss_window() -> None:
 
 def test_memory_child_reports_its_peak(tmp_path: Path) -> None:
     settings = _tiny_pipeline(detector=None, frames=1)
-    video = bench.make_synthetic_video(tmp_path / "v.mp4", settings)
-    run = bench._memory_child(asdict(settings), str(video), "cpu")
-    assert run["frames_done"] == 1 and run["peak_rss_mib"] > 0 and run["seconds"] > 0
+    video = bench.make_synthetic_video(tmp_path / "v.mp4", settings, frames=3)
+    run = bench._memory_child(asdict(settings), str(video), "cpu", 2)  # the first 2 frames
+    assert run["frames_done"] == 2 and run["seconds"] > 0
+    assert run["peak_rss_mib"] >= run["start_rss_mib"] > 0
 
 
 def test_cli_writes_json(tmp_path: Path) -> None:

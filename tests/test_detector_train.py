@@ -23,7 +23,7 @@ from mipnet_cli.detector_train import (
 from mipnet_cli.errors import MipnetError
 from mipnet_cli.models import build_model
 from mipnet_cli.results import Box
-from mipnet_cli.synth import SynthConfig, generate_dataset
+from mipnet_cli.synth import SynthConfig, VideoConfig, generate_dataset, generate_video
 from mipnet_cli.weights import ZooEntry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,7 +177,7 @@ def test_config_file_and_command(scenes: Path, tmp_path: Path, capsys) -> None:
     assert PersonDetector(SMALL_PERSON_DETECTOR, weights_path=export).num_classes == 2
 
 
-def test_predict_falls_back_to_the_shipped_demo_detector_offline(
+def test_predict_and_video_fall_back_to_the_shipped_demo_detector_offline(
         scenes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     import mipnet_cli.annotate as annotate
 
@@ -208,5 +208,13 @@ def test_predict_falls_back_to_the_shipped_demo_detector_offline(
                         "--no-flip", "--detector", SMALL_PERSON_DETECTOR])
         err = capsys.readouterr().err
         assert code == 0 and "shipped demo detector" not in err, err
+        clip = tmp_path / "clip.mp4"
+        generate_video(clip, VideoConfig(frames=3, fps=5, width=128, height=96, seed=1))
+        code = run_app(["video", str(clip), "--json", str(tmp_path / "clip.jsonl"),
+                        "--weights", str(pose), "--device", "cpu", "--no-flip"])
+        err = capsys.readouterr().err
+        assert code == 0, err
+        assert "shipped demo detector" in err
+        assert len((tmp_path / "clip.jsonl").read_text().splitlines()) == 3
     finally:
         torch.hub.set_dir(old_hub)

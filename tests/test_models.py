@@ -148,6 +148,21 @@ def test_shared_trunk_equals_separate_passes(name, size):
         assert (multi[:, 0] - multi[:, 1]).abs().max() > 1e-3
 
 
+def test_shared_trunk_in_training_normalises_all_instances_together():
+    """In training mode every instance goes through the tail in one batch (one set of batch
+    norm statistics), as when the network runs on the B·L rows directly."""
+    torch.manual_seed(2)
+    model = build_model("hrnet_w8_tiny", num_instances=2, image_size=(64, 64)).train()
+    x = torch.randn(4, 3, 64, 64)
+    lams = instance_lambdas(2)
+    multi = model.forward_multi(x, lams)
+    rows = model(x.repeat_interleave(2, dim=0), lams.repeat(4, 1)).view(4, 2, 17, 16, 16)
+    assert (multi - rows).abs().max() < 1e-5
+    model.eval()
+    with torch.no_grad():
+        assert (model.forward_multi(x, lams) - multi).abs().max() > 1e-4  # running statistics
+
+
 def test_trunk_stops_at_first_mimb():
     tiny = model_config("hrnet_w8_tiny", num_instances=2)
     assert build_from_config(tiny).split_point == 2  # before stage 4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import typer
@@ -25,10 +26,12 @@ from ..inspect import lambda_sweep
 from ..render import save_image
 from ..results import Box
 from ..video import load_estimator, video_box_source
-from .app import app, console, err_console
-from .predict_cmd import DEMO_NOTICE
+from . import options as opt
+from .app import app, console
 
 BOX_HELP = "the person box as x,y,w,h in pixels (instead of detected or listed boxes)"
+Boxes = Annotated[Path | None, typer.Option(help="COCO detection results (as for predict)")]
+Gt = Annotated[Path | None, typer.Option(help="COCO annotation file (as for predict)")]
 
 
 def _parse_box(text: str) -> Box:
@@ -41,19 +44,21 @@ def _parse_box(text: str) -> Box:
     return Box(xyxy=np.array([x, y, x + w, y + h]), score=1.0, source="file", id=0)
 
 
-def _photo_boxes(path: Path, image: np.ndarray, estimator: PoseEstimator, box: str | None,
-                 boxes: Path | None, gt: Path | None, detector: str | None,
+def _photo_boxes(path: Path, image: np.ndarray, estimator: PoseEstimator, weights: str | None,
+                 box: str | None, boxes: Path | None, gt: Path | None, detector: str | None,
                  detector_weights: Path | None, det_thresh: float | None,
                  device: str) -> list[Box]:
     """The person boxes of one photo: `--box`, else those of --boxes/--gt/the detector (image
-    ids as `mipnet predict` matches them)."""
+    ids as `mipnet predict` matches them). Says so when demo models are in use."""
     if box is not None:
         if any(v is not None for v in (boxes, gt, detector, detector_weights)):
             raise MipnetError("--box is the box: leave out --boxes, --gt and the detector")
+        opt.demo_notices(weights)
         return [_parse_box(box)]
     source = video_box_source(boxes=boxes, gt=gt, detector=detector,
                               detector_weights=detector_weights, det_thresh=det_thresh,
                               device=device)
+    opt.demo_notices(weights, source, detector)
     ids = image_ids_by_filename(gt) if gt is not None else None
     image_id = Annotator(estimator, source, ids, ids_from=str(gt)).assign_ids([path])[0]
     if isinstance(image_id, ImageFailure):
@@ -81,26 +86,23 @@ def lambda_sweep_cmd(
         0, min=0, help="which of the detected / listed boxes (best score first)"),
     steps: int = typer.Option(11, min=2, max=201, help="λ values from [1, 0] to [0, 1]"),
     out: Path = typer.Option(Path("."), help="folder for the sheet, GIF and plot"),
-    weights: str | None = typer.Option(
-        None, help="pose checkpoint: a file or a name from `mipnet weights list`"),
-    boxes: Path | None = typer.Option(None, help="COCO detection results (as for predict)"),
-    gt: Path | None = typer.Option(None, help="COCO annotation file (as for predict)"),
-    detector: str | None = typer.Option(None, help="torchvision person detector"),
-    detector_weights: Path | None = typer.Option(None, help="local detector weights file"),
-    det_thresh: float | None = typer.Option(None, min=0.0, max=1.0, help="minimum box score"),
-    flip: bool = typer.Option(True, "--flip/--no-flip", help="average with the mirrored crop"),
+    weights: opt.Weights = None,
+    boxes: Boxes = None,
+    gt: Gt = None,
+    detector: opt.Detector = None,
+    detector_weights: opt.DetectorWeights = None,
+    det_thresh: opt.DetThresh = None,
+    flip: opt.Flip = True,
     columns: int = typer.Option(6, min=1, help="pictures per row of the contact sheet"),
     cell_height: int = typer.Option(256, min=32, help="height of each picture in pixels"),
     fps: float = typer.Option(4.0, min=0.1, help="GIF frames per second"),
-    device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, ..."),
+    device: opt.Device = "auto",
 ) -> None:
     """Slide λ from [1, 0] (the box's own person) to [0, 1] (the nearest other person) and
     watch the keypoints move: a contact sheet, an animated GIF and each joint's trajectory."""
-    if weights is None:
-        err_console.print(DEMO_NOTICE, highlight=False, soft_wrap=True)
     image = read_image(photo)
     estimator = load_estimator(weights, EngineOptions(flip_test=flip), device)
-    chosen = _pick(_photo_boxes(photo, image, estimator, box, boxes, gt, detector,
+    chosen = _pick(_photo_boxes(photo, image, estimator, weights, box, boxes, gt, detector,
                                 detector_weights, det_thresh, device),
                    None if box is not None else box_index)[0]
     try:
@@ -136,27 +138,24 @@ def heatmaps(
     box_index: int | None = typer.Option(
         None, min=0, help="only this box of the detected / listed ones (default: all)"),
     out: Path = typer.Option(Path("."), help="folder for the grids (one PNG per box)"),
-    weights: str | None = typer.Option(
-        None, help="pose checkpoint: a file or a name from `mipnet weights list`"),
-    boxes: Path | None = typer.Option(None, help="COCO detection results (as for predict)"),
-    gt: Path | None = typer.Option(None, help="COCO annotation file (as for predict)"),
-    detector: str | None = typer.Option(None, help="torchvision person detector"),
-    detector_weights: Path | None = typer.Option(None, help="local detector weights file"),
-    det_thresh: float | None = typer.Option(None, min=0.0, max=1.0, help="minimum box score"),
+    weights: opt.Weights = None,
+    boxes: Boxes = None,
+    gt: Gt = None,
+    detector: opt.Detector = None,
+    detector_weights: opt.DetectorWeights = None,
+    det_thresh: opt.DetThresh = None,
     instances: int | None = typer.Option(
         None, min=1, help="instances (λ rows) to show (default: all the model has)"),
-    flip: bool = typer.Option(True, "--flip/--no-flip", help="average with the mirrored crop"),
+    flip: opt.Flip = True,
     cell_height: int = typer.Option(160, min=32, help="height of each cell in pixels"),
-    device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, ..."),
+    device: opt.Device = "auto",
 ) -> None:
     """Per person box, a grid of heatmaps over the crop: one row per instance λ, one column per
     joint and one for their maximum, on a shared colour scale."""
-    if weights is None:
-        err_console.print(DEMO_NOTICE, highlight=False, soft_wrap=True)
     image = read_image(photo)
     estimator = load_estimator(weights, EngineOptions(flip_test=flip, instances=instances),
                                device)
-    chosen = _pick(_photo_boxes(photo, image, estimator, box, boxes, gt, detector,
+    chosen = _pick(_photo_boxes(photo, image, estimator, weights, box, boxes, gt, detector,
                                 detector_weights, det_thresh, device),
                    None if box is not None else box_index)
     for path in write_heatmap_grids(out, photo.stem, image, estimator, chosen, cell_height):

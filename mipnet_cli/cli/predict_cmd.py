@@ -15,7 +15,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ..annotate import Annotator, DetectorBoxes, ImageFailure, collect_inputs
+from ..annotate import Annotator, ImageFailure, collect_inputs
 from ..engine import EngineOptions
 from ..errors import MipnetError
 from ..figures import write_heatmap_grids
@@ -27,19 +27,8 @@ from ..writers import (
     write_overlay,
     write_pose_results,
 )
+from . import options as opt
 from .app import RateColumn, app, console, err_console
-
-DEMO_NOTICE = (
-    "[yellow]note:[/] no --weights given: using the shipped demo model, trained on synthetic "
-    "scenes only (its poses on real photos are not meaningful). Real checkpoints: "
-    "`mipnet weights list`, then `mipnet weights pull NAME`; or convert an official MIPNet/HRNet "
-    "file with `mipnet weights import SRC DST` and pass --weights DST."
-)
-DEMO_DETECTOR_NOTICE = (
-    "[yellow]note:[/] torchvision's COCO person detector is not cached and cannot be downloaded: "
-    "using the shipped demo detector, trained on synthetic scenes only (give --boxes, --gt or "
-    "--detector-weights for real photos)."
-)
 
 EXAMPLES = """
 Examples:
@@ -59,35 +48,26 @@ def predict(
     inputs: list[str] = typer.Argument(
         ..., metavar="INPUT",
         help="image files, folders or quoted glob patterns ('shots/**/*.jpg')"),
-    weights: str | None = typer.Option(
-        None, help="pose checkpoint: a file or a name from `mipnet weights list` "
-                   "(default: the shipped synthetic demo model)"),
-    detector: str | None = typer.Option(
-        None, help="person detector (default fasterrcnn_resnet50_fpn_v2, COCO weights; "
-                   "without them and offline, the shipped synthetic-only demo detector); "
-                   "used unless --boxes or --gt give the boxes"),
-    detector_weights: Path | None = typer.Option(
-        None, help="local detector weights file (e.g. saved by PersonDetector.save)"),
-    det_thresh: float | None = typer.Option(
-        None, min=0.0, max=1.0,
-        help="minimum person-box score (default 0.5 for the detector, 0 for --boxes)"),
-    det_nms: float = typer.Option(0.5, min=0.0, max=1.0, help="detector NMS IoU threshold"),
+    weights: opt.Weights = None,
+    detector: opt.Detector = None,
+    detector_weights: opt.DetectorWeights = None,
+    det_thresh: opt.DetThresh = None,
+    det_nms: opt.DetNms = 0.5,
     boxes: Path | None = typer.Option(
         None, help="COCO detection results [{image_id, category_id, bbox, score}] to use as "
                    "person boxes (images matched by --gt, else by numeric file names)"),
     gt: Path | None = typer.Option(
         None, help="COCO annotation file: image ids by file name, and its person boxes "
                    "unless --boxes or --detector is given"),
-    instances: int | None = typer.Option(
-        None, min=1, help="instances (λ values) per box (default: all the model has)"),
+    instances: opt.Instances = None,
     instance_decay: float = typer.Option(
         0.5, min=0.0, max=1.0, help="box-score factor of secondary instances"),
-    flip: bool = typer.Option(True, "--flip/--no-flip", help="average with the mirrored image"),
+    flip: opt.Flip = True,
     dark: bool = typer.Option(False, help="DARK sub-pixel decoding"),
     batch_size: int = typer.Option(8, min=1, help="images per step"),
-    crop_batch: int = typer.Option(64, min=1, help="person crops per network call"),
-    device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ..."),
-    half: bool = typer.Option(False, help="fp16 inference (CUDA only)"),
+    crop_batch: opt.CropBatch = 64,
+    device: opt.Device = "auto",
+    half: opt.Half = False,
     recursive: bool = typer.Option(False, help="search folders recursively"),
     json_out: Path | None = typer.Option(
         None, "--json", help="write COCO keypoint results (with box_id and instance)"),
@@ -99,8 +79,8 @@ def predict(
     radius: int | None = typer.Option(None, min=1, help="joint radius in pixels (default: auto)"),
     thickness: int | None = typer.Option(
         None, min=1, help="limb thickness in pixels (default: auto)"),
-    show_boxes: bool = typer.Option(False, help="draw the person boxes"),
-    show_scores: bool = typer.Option(False, help="write pose and joint scores"),
+    show_boxes: opt.ShowBoxes = False,
+    show_scores: opt.ShowScores = False,
     heatmaps: bool = typer.Option(
         False, help="also write a heatmap grid per person box beside each overlay (needs --out)"),
 ) -> None:
@@ -122,17 +102,13 @@ def predict(
             if overlay_path(out, name).resolve() == path.resolve():
                 raise MipnetError(f"--out {out} would overwrite the input {path}; "
                                   "choose another folder")
-    if weights is None:
-        err_console.print(DEMO_NOTICE, highlight=False, soft_wrap=True)
     engine = EngineOptions(flip_test=flip, dark=dark, instances=instances,
                            instance_decay=instance_decay, batch_size=crop_batch, half=half)
     annotator = Annotator.from_options(
         weights, detector=detector, detector_weights=detector_weights, det_thresh=det_thresh,
         det_nms=det_nms, boxes=boxes, gt=gt, engine=engine, device=device,
         images_per_batch=batch_size)
-    if isinstance(annotator.box_source, DetectorBoxes) and annotator.box_source.demo \
-            and detector is None:
-        err_console.print(DEMO_DETECTOR_NOTICE, highlight=False, soft_wrap=True)
+    opt.demo_notices(weights, annotator.box_source, detector)
     kps = annotator.estimator.keypoint_set
     name_of = {str(p): n for p, n in zip(files, names, strict=True)}
 

@@ -17,8 +17,8 @@ from rich.table import Table
 
 from ..engine import EngineOptions
 from ..video import VideoOptions, VideoSummary, annotate_video, load_estimator, video_box_source
+from . import options as opt
 from .app import RateColumn, app, console, err_console
-from .predict_cmd import DEMO_NOTICE
 
 EXAMPLES = """
 Examples:
@@ -43,16 +43,11 @@ def video(
         None, "--json", help="JSON Lines: one line per processed frame, flushed as it goes"),
     coco: Path | None = typer.Option(
         None, help="COCO person-keypoints dataset, one image per processed frame"),
-    weights: str | None = typer.Option(
-        None, help="pose checkpoint: a file or a name from `mipnet weights list` "
-                   "(default: the shipped synthetic demo model)"),
-    detector: str | None = typer.Option(
-        None, help="torchvision person detector (default fasterrcnn_resnet50_fpn_v2)"),
-    detector_weights: Path | None = typer.Option(None, help="local detector weights file"),
-    det_thresh: float | None = typer.Option(
-        None, min=0.0, max=1.0,
-        help="minimum person-box score (default 0.5 for the detector, 0 for --boxes)"),
-    det_nms: float = typer.Option(0.5, min=0.0, max=1.0, help="detector NMS IoU threshold"),
+    weights: opt.Weights = None,
+    detector: opt.Detector = None,
+    detector_weights: opt.DetectorWeights = None,
+    det_thresh: opt.DetThresh = None,
+    det_nms: opt.DetNms = 0.5,
     boxes: Path | None = typer.Option(
         None, help="COCO detection results whose image_id is the frame number (index + 1)"),
     gt: Path | None = typer.Option(
@@ -68,15 +63,14 @@ def video(
     smooth: bool = typer.Option(False, help="One-Euro smoothing of tracked keypoints"),
     smooth_cutoff: float = typer.Option(1.0, min=0.001, help="One-Euro minimum cutoff (Hz)"),
     smooth_beta: float = typer.Option(0.05, min=0.0, help="One-Euro speed coefficient"),
-    instances: int | None = typer.Option(
-        None, min=1, help="instances (λ values) per box (default: all the model has)"),
-    flip: bool = typer.Option(True, "--flip/--no-flip", help="average with the mirrored crop"),
-    crop_batch: int = typer.Option(64, min=1, help="person crops per network call"),
-    device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ..."),
-    half: bool = typer.Option(False, help="fp16 inference (CUDA only)"),
+    instances: opt.Instances = None,
+    flip: opt.Flip = True,
+    crop_batch: opt.CropBatch = 64,
+    device: opt.Device = "auto",
+    half: opt.Half = False,
     kpt_thresh: float = typer.Option(0.3, help="joints below this confidence are not drawn"),
-    show_boxes: bool = typer.Option(False, help="draw the person boxes"),
-    show_scores: bool = typer.Option(False, help="write pose and joint scores"),
+    show_boxes: opt.ShowBoxes = False,
+    show_scores: opt.ShowScores = False,
     crf: int = typer.Option(20, min=0, max=51, help="H.264 quality (lower is better)"),
 ) -> None:
     """Estimate every person's pose in each frame of a video, occluded people included.
@@ -94,13 +88,12 @@ def video(
         err_console.print("[yellow]note:[/] --smooth works on tracked people: tracking is on",
                           highlight=False)
         options.track = True
-    if weights is None:
-        err_console.print(DEMO_NOTICE, highlight=False, soft_wrap=True)
     engine = EngineOptions(flip_test=flip, instances=instances, batch_size=crop_batch, half=half)
     box_source = video_box_source(boxes=boxes, gt=gt, detector=detector,
                                   detector_weights=detector_weights, det_thresh=det_thresh,
                                   det_nms=det_nms, device=device)
     estimator = load_estimator(weights, engine, device)
+    opt.demo_notices(weights, box_source, detector)
 
     columns = (TextColumn("frames"), BarColumn(), MofNCompleteColumn(), RateColumn("fps"),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())

@@ -71,6 +71,11 @@ class PoseNet(nn.Module):
         if self.split_point == len(self.config.active_se):  # no MIMB: one pass serves all λ
             out = self.tail(feats, None)
             return out.unsqueeze(1).expand(b, n, *out.shape[1:])
-        feats = [f.repeat_interleave(n, dim=0) for f in feats]
-        out = self.tail(feats, lams.repeat(b, 1))
-        return out.view(b, n, *out.shape[1:])
+        if self.training:
+            # One batch of B·L rows, so that batch norm sees every instance together.
+            feats = [f.repeat_interleave(n, dim=0) for f in feats]
+            out = self.tail(feats, lams.repeat(b, 1))
+            return out.view(b, n, *out.shape[1:])
+        # Inference: the tail once per λ on the shared features, which avoids copying them
+        # L times and keeps the working set small (faster at large batches on a CPU).
+        return torch.stack([self.tail(feats, lam.expand(b, -1)) for lam in lams], dim=1)
