@@ -18,6 +18,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+# Help panels of `mipnet --help`, in this order.
+ANNOTATE, INSPECT, TRAIN, MODELS = ("Annotate", "Look inside the network",
+                                    "Train and evaluate", "Models, weights and speed")
 console = Console()
 err_console = Console(stderr=True)
 

@@ -21,7 +21,7 @@ from ..bench import (
 from ..engine import pick_device
 from ..errors import MipnetError
 from ..io import write_json
-from .app import app, console
+from .app import MODELS, app, console
 
 EXAMPLES = """
 Examples:
@@ -36,7 +36,7 @@ The full matrix and the GPU targets: python benchmarks/speed.py [--gpu-targets].
 """
 
 
-@app.command(epilog=EXAMPLES)
+@app.command(epilog=EXAMPLES, rich_help_panel=MODELS)
 def bench(
     arch: str = typer.Option("hrnet_w32", help="pose architecture (see `mipnet models`)"),
     batch: list[int] = typer.Option([8], "--batch", "-b", help="crops per call (repeatable)"),
@@ -71,8 +71,11 @@ def bench(
                           "CPU that other work shares)"),
     json_out: Path = typer.Option(Path("bench.json"), "--json", help="where to write the JSON"),
 ) -> None:
-    """Measure the speed of the pose network variants (N=1, N=2 as two passes, N=2 with the
-    shared trunk), crop + decode and the video pipeline; print tables, write JSON."""
+    """Measure the speed of the pose network, crop + decode and the video pipeline.
+
+    Network variants: N=1, N=2 as two passes and N=2 with the shared trunk, measured
+    interleaved in one process. Prints tables and writes JSON (--json).
+    """
     if flip not in FLIP_CHOICES or layout not in LAYOUT_CHOICES:
         raise MipnetError(f"--flip takes {', '.join(FLIP_CHOICES)}; --layout takes "
                           f"{', '.join(LAYOUT_CHOICES)}")

@@ -8,11 +8,11 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from .app import app, console
+from .app import TRAIN, app, console
 from .train_cmd import _progress
 
 
-@app.command("train-detector")
+@app.command("train-detector", rich_help_panel=TRAIN)
 def train_detector(
     config: Path | None = typer.Argument(None, help="TOML config (configs/detector_synth.toml)"),
     set_: list[str] = typer.Option([], "--set", help="override a setting: --set lr=5e-4"),

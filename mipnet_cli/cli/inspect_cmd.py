@@ -27,7 +27,7 @@ from ..render import save_image
 from ..results import Box
 from ..video import load_estimator, video_box_source
 from . import options as opt
-from .app import app, console
+from .app import INSPECT, app, console
 
 BOX_HELP = "the person box as x,y,w,h in pixels (instead of detected or listed boxes)"
 Boxes = Annotated[Path | None, typer.Option(help="COCO detection results (as for predict)")]
@@ -78,7 +78,7 @@ def _pick(found: list[Box], index: int | None) -> list[Box]:
     return [found[index]]
 
 
-@app.command("lambda-sweep")
+@app.command("lambda-sweep", rich_help_panel=INSPECT)
 def lambda_sweep_cmd(
     photo: Path = typer.Argument(..., help="an image file"),
     box: str | None = typer.Option(None, help=BOX_HELP),
@@ -98,8 +98,11 @@ def lambda_sweep_cmd(
     fps: float = typer.Option(4.0, min=0.1, help="GIF frames per second"),
     device: opt.Device = "auto",
 ) -> None:
-    """Slide λ from [1, 0] (the box's own person) to [0, 1] (the nearest other person) and
-    watch the keypoints move: a contact sheet, an animated GIF and each joint's trajectory."""
+    """Slide λ from the box's own person to the nearest other one and watch the joints move.
+
+    λ goes from [1, 0] (the box's own person) to [0, 1] (the nearest other person); writes a
+    contact sheet, an animated GIF and each joint's trajectory.
+    """
     image = read_image(photo)
     estimator = load_estimator(weights, EngineOptions(flip_test=flip), device)
     chosen = _pick(_photo_boxes(photo, image, estimator, weights, box, boxes, gt, detector,
@@ -131,7 +134,7 @@ def lambda_sweep_cmd(
         console.print(f"wrote {path}", highlight=False)
 
 
-@app.command()
+@app.command(rich_help_panel=INSPECT)
 def heatmaps(
     photo: Path = typer.Argument(..., help="an image file"),
     box: str | None = typer.Option(None, help=BOX_HELP),
@@ -150,8 +153,11 @@ def heatmaps(
     cell_height: int = typer.Option(160, min=32, help="height of each cell in pixels"),
     device: opt.Device = "auto",
 ) -> None:
-    """Per person box, a grid of heatmaps over the crop: one row per instance λ, one column per
-    joint and one for their maximum, on a shared colour scale."""
+    """Show the heatmaps of every instance λ for each person box of a photo.
+
+    Per box, a grid over the crop: one row per instance λ, one column per joint and one for
+    their maximum, on a shared colour scale.
+    """
     image = read_image(photo)
     estimator = load_estimator(weights, EngineOptions(flip_test=flip, instances=instances),
                                device)

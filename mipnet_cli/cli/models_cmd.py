@@ -7,7 +7,7 @@ from rich.table import Table
 
 from ..models import ARCHITECTURES, build_model, count_parameters
 from ..weights import load_zoo
-from .app import app, console
+from .app import MODELS, app, console
 
 
 def _params_millions(name: str, instances: int) -> float:
@@ -15,7 +15,7 @@ def _params_millions(name: str, instances: int) -> float:
         return count_parameters(build_model(name, num_instances=instances)) / 1e6
 
 
-@app.command()
+@app.command(rich_help_panel=MODELS)
 def models() -> None:
     """List the pose architectures (with parameter counts) and the known checkpoints."""
     table = Table(title="Architectures (`--arch` in `mipnet train`)")

@@ -28,7 +28,7 @@ from ..writers import (
     write_pose_results,
 )
 from . import options as opt
-from .app import RateColumn, app, console, err_console
+from .app import ANNOTATE, RateColumn, app, console, err_console
 
 EXAMPLES = """
 Examples:
@@ -43,7 +43,7 @@ Examples:
 """
 
 
-@app.command(epilog=EXAMPLES)
+@app.command(epilog=EXAMPLES, rich_help_panel=ANNOTATE)
 def predict(
     inputs: list[str] = typer.Argument(
         ..., metavar="INPUT",

@@ -19,7 +19,7 @@ from ..synth import (
     generate_video,
     video_codec,
 )
-from .app import app, console
+from .app import TRAIN, app, console
 
 
 def _stats_table(title: str, stats: SynthStats, unit: str) -> Table:
@@ -41,7 +41,7 @@ def _stats_table(title: str, stats: SynthStats, unit: str) -> Table:
     return table
 
 
-@app.command()
+@app.command(rich_help_panel=TRAIN)
 def synth(
     out: Path = typer.Argument(..., help="output folder"),
     num_images: int = typer.Option(100, "--num-images", "-n", help="images to write"),

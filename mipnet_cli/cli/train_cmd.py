@@ -13,7 +13,7 @@ from ..data import KeypointDataset
 from ..engine import EngineOptions, PoseEstimator
 from ..io import write_json
 from ..weights import resolve_pose_weights
-from .app import app, console
+from .app import TRAIN, app, console
 
 
 def _progress() -> Progress:
@@ -22,7 +22,7 @@ def _progress() -> Progress:
                     TimeRemainingColumn(), console=console, transient=True)
 
 
-@app.command()
+@app.command(rich_help_panel=TRAIN)
 def train(
     config: Path | None = typer.Argument(None, help="TOML training config (see configs/)"),
     set_: list[str] = typer.Option([], "--set", help="override a setting: --set lr=5e-4"),
@@ -64,7 +64,7 @@ def train(
                       f"checkpoints in {trainer.out}")
 
 
-@app.command("eval")
+@app.command("eval", rich_help_panel=TRAIN)
 def evaluate(
     ann: Path = typer.Argument(..., help="COCO-format annotation file (COCO, OCHuman, CrowdPose)"),
     images: Path = typer.Argument(..., help="image folder"),

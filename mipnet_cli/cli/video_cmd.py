@@ -18,7 +18,7 @@ from rich.table import Table
 from ..engine import EngineOptions
 from ..video import VideoOptions, VideoSummary, annotate_video, load_estimator, video_box_source
 from . import options as opt
-from .app import RateColumn, app, console, err_console
+from .app import ANNOTATE, RateColumn, app, console, err_console
 
 EXAMPLES = """
 Examples:
@@ -33,7 +33,7 @@ Examples:
 """
 
 
-@app.command(epilog=EXAMPLES)
+@app.command(epilog=EXAMPLES, rich_help_panel=ANNOTATE)
 def video(
     source: Path = typer.Argument(..., help="input video (any format FFmpeg reads)"),
     out: Path | None = typer.Option(

@@ -10,11 +10,11 @@ from rich.table import Table
 from ..checkpoints import import_checkpoint, load_checkpoint, save_checkpoint
 from ..models import count_parameters
 from ..weights import cache_dir, load_zoo, pull
-from .app import app, console
+from .app import MODELS, app, console
 
 weights_app = typer.Typer(help="List, download, import and inspect checkpoints.",
                           no_args_is_help=True)
-app.add_typer(weights_app, name="weights")
+app.add_typer(weights_app, name="weights", rich_help_panel=MODELS)
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
