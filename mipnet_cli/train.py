@@ -155,7 +155,8 @@ def hardware_summary(device: torch.device, amp_dtype: torch.dtype | None) -> str
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}), {precision}"
     from .bench import cpu_model
 
-    return f"CPU {cpu_model()}, {torch.get_num_threads()} threads, {precision}"
+    threads = torch.get_num_threads()
+    return f"CPU {cpu_model()}, {threads} thread{'' if threads == 1 else 's'}, {precision}"
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
