@@ -74,10 +74,6 @@ def _args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def _weights(a: argparse.Namespace) -> str | None:
-    return None if a.detector_weights == "none" else a.detector_weights
-
-
 def _gpu_target_settings(a: argparse.Namespace) -> tuple[NetworkSettings, PipelineSettings]:
     """Exactly what the GPU targets name; --compile adds the compiled variants."""
     net = NetworkSettings(arch="hrnet_w32", image_size=(256, 192), batches=(64,),
@@ -85,7 +81,7 @@ def _gpu_target_settings(a: argparse.Namespace) -> tuple[NetworkSettings, Pipeli
                           compiled=(False, True) if a.compile else (False,),
                           repeats=max(a.repeats, 10), warmup=max(a.warmup, 3))
     pipe = PipelineSettings(arch="hrnet_w32", frames=120, width=1920, height=1080, people=10,
-                            detector=DEFAULT_DETECTOR, detector_weights=_weights(a),
+                            detector=DEFAULT_DETECTOR, detector_weights=a.detector_weights,
                             boxes=a.boxes, flip=True, half=True, repeats=a.pipeline_repeats,
                             synth_workers=max(a.synth_workers, 8))
     return net, pipe
@@ -112,7 +108,7 @@ def main() -> None:
         pipe = PipelineSettings(
             arch=a.arch, frames=a.frames, width=width, height=height, people=a.people,
             video=a.video, detector=detector, boxes=a.boxes,
-            detector_weights=_weights(a),
+            detector_weights=a.detector_weights,
             half=a.half and device.type == "cuda", repeats=a.pipeline_repeats,
             synth_workers=a.synth_workers)
     result = run_bench(device, None if a.no_network else net, None if a.no_pipeline else pipe,

@@ -55,6 +55,7 @@ from .detector_models import SMALL_PERSON_DETECTOR
 from .engine import CropPoses, EngineOptions, PoseEstimator
 from .errors import MipnetError
 from .geometry import box_to_center_scale, warp_crops
+from .hardware import cpu_model
 from .io import atomic_path, write_json
 from .keypoints import COCO17
 from .models import build_model, instance_lambdas
@@ -102,15 +103,6 @@ def default_detector(device: torch.device) -> str:
 
 
 # ----------------------------------------------------------------------------- machine, timing
-
-
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo where there is one)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def _nvidia_driver() -> str | None:
@@ -522,7 +514,7 @@ class PipelineSettings:
     fps: float = 25.0
     seed: int = 0
     detector: str | None = CPU_DETECTOR  # None: no detector (ground-truth boxes only)
-    detector_weights: str | None = "auto"  # a file, a torchvision tag, "auto" or None (random)
+    detector_weights: str | None = "auto"  # a file, a torchvision tag, "auto", "none"/None (random)
     boxes: str = "auto"  # "gt", "detector" or "auto" (detector when it has trained weights)
     detector_autocast: bool = True  # run the detector under fp16 autocast on CUDA
     flip: bool = True
@@ -601,10 +593,10 @@ def _maybe_autocast(device: torch.device, enabled: bool) -> contextlib.AbstractC
 
 
 def _resolve_detector_weights(name: str, weights: str | None) -> tuple[str | None, str | None]:
-    """(weights_path, torchvision tag) for `weights`: a file, a tag, None (random init) or
-    "auto": the shipped file when the zoo's default detector is this builder, else the
+    """(weights_path, torchvision tag) for `weights`: a file, a tag, None or "none" (random
+    init) or "auto": the shipped file when the zoo's default detector is this builder, else the
     DEFAULT tag when torchvision's file is cached (nothing is downloaded), else random init."""
-    if weights is None:
+    if weights is None or weights == "none":
         return None, None
     if weights != "auto":
         return (weights, None) if Path(weights).is_file() else (None, weights)
@@ -874,7 +866,7 @@ def _environ(extra: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _memory_child(settings: dict[str, Any], video: str, device: str, frames: int
+def _memory_child(settings: dict[str, Any], video: str, device: str, max_frames: int
                   ) -> dict[str, Any]:
     s = PipelineSettings(**settings)
     dev = torch.device(device)
@@ -883,7 +875,7 @@ def _memory_child(settings: dict[str, Any], video: str, device: str, frames: int
         box_source, _ = _box_source(s, Path(video), dev)
         seconds, frames, mem = _pipelined(Path(video), estimator, box_source,
                                           Path(tmp) / "out.mp4", s.batch_frames, Clock(dev),
-                                          max_frames=frames)
+                                          max_frames=max_frames)
     return {"seconds": seconds, "frames_done": frames, **mem}
 
 
@@ -1111,7 +1103,9 @@ def memory_table(mem: dict[str, Any]) -> Table:
     for col in ("frames", "seconds", "RSS at start MiB", "peak RSS MiB", "peak CUDA MiB"):
         table.add_column(col, justify="right")
     for r in mem["runs"]:
-        table.add_row(str(r["frames"]), _f(r["seconds"], 1), _f(r.get("start_rss_mib"), 0),
+        start = r.get("start_rss_mib")  # absent where /proc/self/status is not readable
+        table.add_row(str(r["frames"]), _f(r["seconds"], 1),
+                      _f(start, 0) if start is not None else "—",
                       _f(r["peak_rss_mib"], 0),
                       _f(r["cuda_peak_allocated_mib"], 0) if "cuda_peak_allocated_mib" in r
                       else "—")
@@ -1154,15 +1148,8 @@ def markdown_report(result: dict[str, Any]) -> str:
     return text.strip() + "\n"
 
 
-__all__ = [
-    "FLIP_CHOICES", "LAYOUT_CHOICES", "Clock", "NetworkSettings", "PipelineSettings", "Variant",
-    "count_flops", "default_detector", "evaluate_targets", "machine_info", "machine_line",
-    "markdown_report", "parse_size", "peak_rss_window", "pipeline_memory", "result_tables",
-    "run_bench", "run_interleaved", "run_network", "run_pipeline", "torch_threads",
-]
-
-
-def write_reports(result: dict, out: Path, markdown: Path | None, console) -> None:
+def write_reports(result: dict[str, Any], out: Path, markdown: Path | None,
+                  console: Console) -> None:
     """Write a benchmark result as JSON and, optionally, as Markdown tables (both atomic)."""
     write_json(out, result, indent=1)
     console.print(f"wrote {out}")
@@ -1170,3 +1157,13 @@ def write_reports(result: dict, out: Path, markdown: Path | None, console) -> No
         with atomic_path(markdown) as tmp:
             tmp.write_text(markdown_report(result), encoding="utf-8")
         console.print(f"wrote {markdown}")
+
+
+__all__ = [
+    "FLIP_CHOICES", "LAYOUT_CHOICES", "Clock", "NetworkSettings", "PipelineSettings", "Variant",
+    "count_flops", "default_detector", "evaluate_targets", "machine_info", "machine_line",
+    "markdown_report", "parse_size", "peak_rss_window", "pipeline_memory", "result_tables",
+    "run_bench", "run_interleaved", "run_network", "run_pipeline", "torch_threads",
+    "write_reports",
+]
+

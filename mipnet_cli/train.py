@@ -23,6 +23,7 @@ from .checkpoints import read_foreign_state_dict, read_meta, save_checkpoint
 from .data import AugmentConfig, KeypointDataset
 from .engine import EngineOptions, PoseEstimator, pick_device
 from .errors import MipnetError
+from .hardware import cpu_model
 from .io import atomic_path
 from .losses import multi_instance_loss
 from .models import PoseNet, build_model, instance_lambdas
@@ -153,8 +154,6 @@ def hardware_summary(device: torch.device, amp_dtype: torch.dtype | None) -> str
     precision = {torch.float16: "fp16 mixed", torch.bfloat16: "bf16 mixed"}.get(amp_dtype, "fp32")
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}), {precision}"
-    from .bench import cpu_model
-
     threads = torch.get_num_threads()
     return f"CPU {cpu_model()}, {threads} thread{'' if threads == 1 else 's'}, {precision}"
 

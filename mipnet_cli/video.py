@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
+import functools
 import json
 import math
 import os
@@ -49,13 +49,13 @@ MAX_PENDING = 64  # frames and packets held for one network batch (bounds memory
 TRIM_EVERY = 100  # frames between returns of freed heap memory to the system (glibc)
 
 
+@functools.cache
 def _malloc_trim() -> Callable[[], object] | None:
     """glibc's malloc_trim(0), where there is one. Frame-sized buffers freed by the pipeline's
     threads otherwise stay in glibc's per-thread arenas, and the resident memory creeps up
     over the first few hundred frames before it levels off."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
+        trim = ctypes.CDLL(None).malloc_trim  # the C library the interpreter is linked to
     except (OSError, AttributeError):
         return None
     return lambda: trim(0)

@@ -17,10 +17,10 @@ from ..bench import (
     parse_size,
     result_tables,
     run_bench,
+    write_reports,
 )
 from ..engine import pick_device
 from ..errors import MipnetError
-from ..io import write_json
 from .app import MODELS, app, console
 
 EXAMPLES = """
@@ -92,7 +92,7 @@ def bench(
             video=str(video) if video is not None else None,
             detector=None if detector == "none" else
             (default_detector(dev) if detector == "auto" else detector),
-            detector_weights=None if detector_weights == "none" else detector_weights,
+            detector_weights=detector_weights,
             flip=pipeline_flip, half=half)
     with console.status("measuring") as status:
         result = run_bench(dev, net, pipe, flops_arch=arch, threads=threads,
@@ -100,5 +100,4 @@ def bench(
     console.print(machine_line(result["machine"]), highlight=False)
     for table in result_tables(result):
         console.print(table)
-    write_json(json_out, result, indent=1)
-    console.print(f"wrote {json_out}")
+    write_reports(result, json_out, None, console)
