@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 from mipnet_cli.data import KeypointDataset  # noqa: E402
 from mipnet_cli.detector import PersonDetector  # noqa: E402
+from mipnet_cli.detector_train import detect_dataset  # noqa: E402
 from mipnet_cli.engine import EngineOptions, PoseEstimator  # noqa: E402
-from mipnet_cli.images import read_image  # noqa: E402
 from mipnet_cli.io import atomic_path, write_json  # noqa: E402
 from mipnet_cli.validation import (  # noqa: E402
     confidence_sweep,
@@ -107,13 +107,7 @@ def detector_boxes(ann_file: Path, images: Path, out: Path, score_thresh: float 
                          "missing")
     detector = PersonDetector(entry.builder, weights_path=path, score_thresh=score_thresh,
                               device="cpu")
-    data = json.loads(ann_file.read_text())
-    dets = []
-    for im in sorted(data["images"], key=lambda im: im["id"]):
-        for box in detector.detect([read_image(images / im["file_name"])])[0]:
-            dets.append({"image_id": im["id"], "category_id": 1,
-                         "bbox": [round(float(v), 2) for v in box.xywh],
-                         "score": round(float(box.score), 4)})
+    _, dets = detect_dataset(detector, ann_file, images)
     write_json(out, dets)
     return {"boxes": len(dets), "score_thresh": score_thresh, "detector": entry.name}
 

@@ -121,17 +121,14 @@ def _collate(batch: list[tuple[torch.Tensor, Target]]) -> tuple[list, list]:
     return [b[0] for b in batch], [b[1] for b in batch]
 
 
-def evaluate_boxes(detector: PersonDetector, ann: str | os.PathLike, images: str | os.PathLike
-                   ) -> dict[str, float]:
-    """COCO box metrics of `detector` on the person boxes of an annotation file.
+def detect_dataset(detector: PersonDetector, ann: str | os.PathLike, images: str | os.PathLike
+                   ) -> tuple[dict, list[dict]]:
+    """Run `detector` on every image of a COCO annotation file, in batches of its batch size.
 
-    AP (IoU .50:.95), AP50, AP75, APm, APl, AR100 (recall with up to 100 boxes, IoU .50:.95)
-    and recall50 (at IoU .50); -1 where the split has no box of that size. The detector's own
-    score threshold applies (COCO-style evaluation wants a low one, like 0.05).
+    Returns the loaded annotation data and the COCO detection results (image_id, the file's
+    person category_id, bbox as x, y, w, h, score) for every box above the detector's
+    threshold.
     """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
     data = load_coco_json(ann)
     category = min(person_category_ids(data))
     folder = Path(images)
@@ -146,6 +143,22 @@ def evaluate_boxes(detector: PersonDetector, ann: str | os.PathLike, images: str
                 x0, y0, x1, y1 = (float(v) for v in box.xyxy)
                 results.append({"image_id": im["id"], "category_id": category,
                                 "bbox": [x0, y0, x1 - x0, y1 - y0], "score": box.score})
+    return data, results
+
+
+def evaluate_boxes(detector: PersonDetector, ann: str | os.PathLike, images: str | os.PathLike
+                   ) -> dict[str, float]:
+    """COCO box metrics of `detector` on the person boxes of an annotation file.
+
+    AP (IoU .50:.95), AP50, AP75, APm, APl, AR100 (recall with up to 100 boxes, IoU .50:.95)
+    and recall50 (at IoU .50); -1 where the split has no box of that size. The detector's own
+    score threshold applies (COCO-style evaluation wants a low one, like 0.05).
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    data, results = detect_dataset(detector, ann, images)
+    category = min(person_category_ids(data))
     names = ("AP", "AP50", "AP75", "APm", "APl", "AR100", "recall50")
     if not results:
         return dict.fromkeys(names, 0.0)
