@@ -155,6 +155,14 @@ def test_memory_child_reports_its_peak(tmp_path: Path) -> None:
     assert run["peak_rss_mib"] >= run["start_rss_mib"] > 0
 
 
+def test_memory_runs_both_lengths_of_one_video_in_fresh_processes() -> None:
+    mem = bench.pipeline_memory(_tiny_pipeline(detector=None, frames=1), CPU, factor=2)
+    assert [r["frames"] for r in mem["runs"]] == [1, 2]
+    assert [r["frames_done"] for r in mem["runs"]] == [1, 2]  # the short run stops early
+    assert all(r["peak_rss_mib"] >= r["start_rss_mib"] > 0 for r in mem["runs"])
+    assert mem["rss_growth"] == mem["runs"][1]["peak_rss_mib"] / mem["runs"][0]["peak_rss_mib"]
+
+
 def test_cli_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     code = run_app(["bench", "--arch", "hrnet_w8_tiny", "--batch", "1", "--repeats", "1",
