@@ -23,13 +23,15 @@ from .detector import (
     image_ids_by_filename,
     load_box_file,
     load_gt_boxes,
+    open_detector,
     weights_cached,
 )
 from .engine import EngineOptions, PoseEstimator, pick_device
 from .errors import MipnetError
 from .images import expand_inputs, read_image
 from .results import Box, ImagePoses
-from .weights import default_entry, resolve_pose_weights
+from .weights import ZooEntry, default_entry, resolve_pose_weights, shipped_detector
+from .yolox_detector import YoloxPersonDetector
 
 
 @dataclass
@@ -41,14 +43,21 @@ class ImageFailure:
 
 
 class DetectorBoxes:
-    """Person boxes found by a detector on each image; `demo` marks the shipped detector that
-    was trained on synthetic scenes only."""
+    """Person boxes found by a detector on each image. `entry` is the zoo entry of the shipped
+    detector when that one runs because nothing else was named or could be had (`fallback`)."""
 
     source = "detector"
 
-    def __init__(self, detector: PersonDetector, demo: bool = False) -> None:
+    def __init__(self, detector: PersonDetector | YoloxPersonDetector,
+                 entry: ZooEntry | None = None, fallback: bool = False) -> None:
         self.detector = detector
-        self.demo = demo
+        self.entry = entry
+        self.fallback = fallback
+
+    @property
+    def demo(self) -> bool:
+        """The detector is one trained on synthetic scenes only."""
+        return self.entry is not None and self.entry.demo
 
     def boxes(self, images: Sequence[np.ndarray], image_ids: Sequence[int]) -> list[list[Box]]:
         return self.detector.detect(images)
@@ -73,25 +82,27 @@ def detector_boxes(name: str | None, weights_path: str | os.PathLike | None,
     """A person detector by name and/or weights file, with defaults.
 
     With neither, torchvision's COCO detector (DEFAULT_DETECTOR) when its weights are cached
-    or can be downloaded, else the zoo's shipped demo detector (marked `demo`). A name alone
-    that is the shipped detector's builder loads the shipped weights.
+    or can be downloaded, else the zoo's shipped default (the converted COCO YOLOX-Nano),
+    marked `fallback`. A name alone that is the builder of a shipped zoo detector loads the
+    shipped weights.
     """
-    shipped = default_entry("detector")
-    shipped_path = shipped.local_path() if shipped is not None else None
+    def build(builder: str | None, path) -> PersonDetector | YoloxPersonDetector:
+        return open_detector(builder, path, score_thresh=score_thresh, nms_iou=nms_iou,
+                             device=device)
 
-    def build(builder: str, path) -> PersonDetector:
-        return PersonDetector(builder, weights_path=path, score_thresh=score_thresh,
-                              nms_iou=nms_iou, device=device)
-
-    if shipped_path is not None and weights_path is None and name == shipped.builder:
-        return DetectorBoxes(build(name, shipped_path), demo=True)
+    if name is not None and weights_path is None:
+        shipped = shipped_detector(name)
+        if shipped is not None:
+            return DetectorBoxes(build(name, shipped.local_path()), shipped)
+    default = default_entry("detector")
+    default_path = default.local_path() if default is not None else None
     try:
         return DetectorBoxes(build(name or DEFAULT_DETECTOR, weights_path))
     except MipnetError:
-        if (name is not None or weights_path is not None or shipped_path is None
+        if (name is not None or weights_path is not None or default_path is None
                 or weights_cached(DEFAULT_DETECTOR)):
             raise
-    return DetectorBoxes(build(shipped.builder, shipped_path), demo=True)
+    return DetectorBoxes(build(default.builder, default_path), default, fallback=True)
 
 
 def box_source(*, boxes: str | os.PathLike | None = None, gt: str | os.PathLike | None = None,
@@ -189,8 +200,8 @@ class Annotator:
         Boxes come from `boxes` (a COCO detection-results file; `det_thresh` defaults to 0
         there, as in the official evaluation), else from the ground truth `gt` unless a
         `detector` or `detector_weights` is named, else from a detector (see `detector_boxes`:
-        torchvision's COCO Faster R-CNN, offline the shipped demo one; `det_thresh` 0.5). `gt` also
-        gives the image ids. `weights=None` takes the shipped default pose model.
+        torchvision's COCO Faster R-CNN, offline the shipped YOLOX-Nano; `det_thresh` 0.5).
+        `gt` also gives the image ids. `weights=None` takes the shipped default pose model.
         """
         torch_device = pick_device(device)
         try:

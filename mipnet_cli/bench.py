@@ -50,8 +50,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .annotate import TableBoxes
 from .decode import decode_heatmaps, flip_average
-from .detector import DEFAULT_DETECTOR, PersonDetector, load_gt_boxes, weights_cached
-from .detector_models import SMALL_PERSON_DETECTOR
+from .detector import (
+    DEFAULT_DETECTOR,
+    PersonDetector,
+    load_gt_boxes,
+    open_detector,
+    weights_cached,
+)
 from .engine import CropPoses, EngineOptions, PoseEstimator
 from .errors import MipnetError
 from .geometry import box_to_center_scale, warp_crops
@@ -62,13 +67,13 @@ from .models import build_model, instance_lambdas
 from .render import draw_poses
 from .synth import VideoConfig, generate_video
 from .video import VideoOptions, annotate_video
-from .weights import default_entry
+from .weights import shipped_detector
 
 MODES = ("n1", "n2_separate", "n2_shared")
 MODE_LABELS = {"n1": "N=1", "n2_separate": "N=2 separate", "n2_shared": "N=2 shared trunk"}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 LAYOUTS = ("contiguous", "channels_last")
-CPU_DETECTOR = SMALL_PERSON_DETECTOR
+CPU_DETECTOR = "yolox_nano"  # the shipped COCO YOLOX-Nano
 
 # Targets (see benchmarks/RESULTS.md): ratios are checked on the CPU, absolute rates on a GPU.
 SHARED_OVER_N1_MAX = 1.45
@@ -97,8 +102,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def default_detector(device: torch.device) -> str:
     """torchvision's Faster R-CNN R50-FPN v2 on a GPU; on the CPU (where that one takes
-    seconds a frame) the small person detector that ships with weights trained on synthetic
-    crowds."""
+    seconds a frame) the shipped COCO YOLOX-Nano."""
     return DEFAULT_DETECTOR if device.type == "cuda" else CPU_DETECTOR
 
 
@@ -594,15 +598,14 @@ def _maybe_autocast(device: torch.device, enabled: bool) -> contextlib.AbstractC
 
 def _resolve_detector_weights(name: str, weights: str | None) -> tuple[str | None, str | None]:
     """(weights_path, torchvision tag) for `weights`: a file, a tag, None or "none" (random
-    init) or "auto": the shipped file when the zoo's default detector is this builder, else the
+    init) or "auto": the shipped file when the zoo ships one for this builder, else the
     DEFAULT tag when torchvision's file is cached (nothing is downloaded), else random init."""
     if weights is None or weights == "none":
         return None, None
     if weights != "auto":
         return (weights, None) if Path(weights).is_file() else (None, weights)
-    shipped = default_entry("detector")
-    if shipped is not None and shipped.builder == name and shipped.shipped_path is not None \
-            and shipped.shipped_path.is_file():
+    shipped = shipped_detector(name)
+    if shipped is not None:
         return str(shipped.shipped_path), None
     if name in torchvision.models.list_models(module=torchvision.models.detection) and \
             weights_cached(name):
@@ -632,8 +635,9 @@ def _box_source(settings: PipelineSettings, video: Path, device: torch.device
         return TableBoxes(table, "gt"), {"detector": None, "boxes": "gt"}
     path, tag = _resolve_detector_weights(settings.detector, settings.detector_weights)
     trained = path is not None or tag is not None
-    detector = PersonDetector(settings.detector, weights=tag, weights_path=path, device=device,
-                              progress=False)
+    detector = (open_detector(settings.detector, path, device=device) if path is not None
+                else PersonDetector(settings.detector, weights=tag, device=device,
+                                    progress=False))
     use_gt = settings.boxes == "gt" or (settings.boxes == "auto" and not trained)
     if use_gt and table is None:
         raise MipnetError(f"{gt_path}: ground-truth boxes needed (the detector has "
@@ -684,11 +688,9 @@ def _sequential(video: Path, estimator: PoseEstimator, box_source: Any, out: Pat
                 for s in range(0, len(flat), estimator.options.batch_size):
                     sl = slice(s, s + estimator.options.batch_size)
                     with timer.stage("crop"):
-                        crops = warp_crops(batch, centers[sl], scales[sl], (w, h),
-                                     image_index=index[sl], device=estimator.device,
-                                     normalize=True)
+                        crops = estimator.crops(batch, centers[sl], scales[sl], index[sl])
                     with timer.stage("pose"):
-                        hm = estimator.heatmaps(crops)
+                        hm = estimator.infer(crops)
                     with timer.stage("keypoints"):
                         kps.append(estimator.decode(hm, centers[sl], scales[sl]))
                 with timer.stage("merge"):

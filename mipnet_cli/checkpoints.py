@@ -46,10 +46,14 @@ def sha256_of(path: str | Path) -> str:
 
 
 def save_checkpoint(
-    path: str | Path, model: PoseNet, keypoints: str = "coco", provenance: dict | None = None
+    path: str | Path, model: PoseNet, keypoints: str = "coco", provenance: dict | None = None,
+    half: bool = False,
 ) -> None:
-    """Write weights + metadata atomically in our safetensors format."""
+    """Write weights + metadata atomically in our safetensors format (`half`: floating-point
+    tensors as float16, e.g. for networks published in float16; they load as float32)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     metadata = {
         "format": FORMAT_TAG,
         "format_version": FORMAT_VERSION,

@@ -21,6 +21,12 @@ from .detector_models import PERSON_DETECTORS
 from .errors import MipnetError
 from .io import atomic_path
 from .results import Box
+from .yolox_detector import (
+    DETECTOR_FORMAT,
+    YOLOX_BUILDERS,
+    YoloxPersonDetector,
+    read_detector_meta,
+)
 
 DEFAULT_DETECTOR = "fasterrcnn_resnet50_fpn_v2"
 PERSON_LABEL = 1  # "person" in torchvision's COCO category list, and in 2-class person models
@@ -31,6 +37,27 @@ def detector_names() -> list[str]:
     """Names of the detection builders that `PersonDetector` accepts: torchvision's and ours."""
     return sorted([*torchvision.models.list_models(module=torchvision.models.detection),
                    *PERSON_DETECTORS])
+
+
+def open_detector(name: str | None, weights_path: str | os.PathLike | None = None,
+                  **kwargs: Any) -> PersonDetector | YoloxPersonDetector:
+    """A person detector of any family: a YOLOX checkpoint (ours, `mipnet weights convert`)
+    when the file or the name says so, else a torchvision builder (see `PersonDetector`).
+    `kwargs` are the shared settings: score_thresh, nms_iou, device, batch_size, ..."""
+    is_yolox_file = (weights_path is not None and Path(weights_path).is_file()
+                     and read_detector_meta(weights_path).get("format") == DETECTOR_FORMAT)
+    if is_yolox_file or name in YOLOX_BUILDERS:
+        if weights_path is None:
+            raise MipnetError(f"detector {name} needs a weights file (--detector-weights): "
+                              "convert the published ONNX file with `mipnet weights convert`")
+        detector = YoloxPersonDetector.from_file(weights_path, **kwargs)
+        if name is not None and name != detector.name:
+            raise MipnetError(f"{weights_path}: holds a {detector.name} detector, not {name}")
+        return detector
+    if name is None:
+        raise MipnetError(f"{weights_path}: name the detector builder (--detector) for this "
+                          "weights file")
+    return PersonDetector(name, weights_path=weights_path, **kwargs)
 
 
 def _checkpoint_dir() -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .decode import decode_dark, decode_heatmaps, flip_average
+from .errors import MipnetError
 from .geometry import box_to_center_scale, warp_crops
 from .keypoints import KeypointSet, get_keypoint_set
 from .merge import box_areas, merge_instances
@@ -103,25 +103,38 @@ class PoseEstimator:
         return box_to_center_scale(np.asarray(xywh, np.float64).reshape(-1, 4), w / h,
                                    self.options.box_padding)
 
+    def crops(self, images: Sequence[np.ndarray | torch.Tensor], centers: np.ndarray,
+              scales: np.ndarray, image_index: np.ndarray | None = None) -> torch.Tensor:
+        """Model-ready crops of boxes (centre/scale), normalised as the network expects."""
+        h, w = self.input_size
+        return warp_crops(list(images), centers, scales, (w, h), image_index=image_index,
+                          device=self.device, normalize=True, mean=self.model.input_mean,
+                          std=self.model.input_std)
+
     @torch.no_grad()
-    def heatmaps(self, crops: torch.Tensor) -> torch.Tensor:
-        """(B, N, K, h, w) heatmaps of normalised crops for every λ, flip test included."""
+    def infer(self, crops: torch.Tensor) -> torch.Tensor:
+        """The network's outputs (B, N, ...) for crops and every λ, flip test included:
+        heatmaps (B, N, K, h, w) or keypoints (B, N, K, 3), as the family gives them."""
         x = crops.to(self.device, torch.float16 if self.half else torch.float32)
         lams = self.lambdas.to(x.dtype)
         out = self.model.forward_multi(x, lams)
         if self.options.flip_test:
             flipped = self.model.forward_multi(x.flip(-1), lams)
-            out = flip_average(out, flipped, self.keypoint_set.flip_pairs)
+            out = self.model.flip_merge(out, flipped, self.keypoint_set.flip_pairs)
         return out.float()
 
-    def decode(self, heatmaps: torch.Tensor, centers: np.ndarray, scales: np.ndarray) -> np.ndarray:
-        """(B, N, K, h, w) heatmaps -> (B, N, K, 3) keypoints (x, y, confidence) in image pixels."""
-        n = heatmaps.shape[1]
-        c = np.repeat(centers[:, None], n, axis=1)
-        s = np.repeat(scales[:, None], n, axis=1)
-        decode = decode_dark if self.options.dark else decode_heatmaps
-        preds, maxvals = decode(heatmaps, c, s)
-        return torch.cat([preds, maxvals], dim=-1).cpu().numpy()
+    @torch.no_grad()
+    def heatmaps(self, crops: torch.Tensor) -> torch.Tensor:
+        """(B, N, K, h, w) heatmaps of normalised crops for every λ (heatmap networks only)."""
+        if not self.model.outputs_heatmaps:
+            raise MipnetError(f"{self.model.config.name or self.model.config.arch} outputs "
+                              "keypoints, not heatmaps")
+        return self.infer(crops)
+
+    def decode(self, outputs: torch.Tensor, centers: np.ndarray, scales: np.ndarray
+               ) -> np.ndarray:
+        """(B, N, ...) outputs -> (B, N, K, 3) keypoints (x, y, confidence) in image pixels."""
+        return self.model.decode(outputs, centers, scales, dark=self.options.dark)
 
     def estimate(
         self,
@@ -131,15 +144,13 @@ class PoseEstimator:
     ) -> CropPoses:
         """Keypoints of every instance for boxes of several RGB images, batched."""
         centers, scales = self.boxes_to_center_scale(boxes_xywh)
-        h, w = self.input_size
         keypoints = np.zeros((len(centers), self.num_instances, self.keypoint_set.num_joints, 3),
                              np.float32)
         bs = self.options.batch_size
         for start in range(0, len(centers), bs):
             sl = slice(start, start + bs)
-            crops = warp_crops(list(images), centers[sl], scales[sl], (w, h),
-                               image_index=image_index[sl], device=self.device, normalize=True)
-            keypoints[sl] = self.decode(self.heatmaps(crops), centers[sl], scales[sl])
+            crops = self.crops(images, centers[sl], scales[sl], image_index[sl])
+            keypoints[sl] = self.decode(self.infer(crops), centers[sl], scales[sl])
         return CropPoses(keypoints, centers, scales)
 
     def merge(self, crop_poses: CropPoses, boxes: Sequence[Box], rows: np.ndarray) -> list[Pose]:

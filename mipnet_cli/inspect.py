@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .decode import flip_average
 from .engine import PoseEstimator
 from .geometry import affine_matrices, affine_transform_points, warp_crops
 from .models import instance_lambdas
@@ -65,17 +64,15 @@ def lambda_sweep(estimator: PoseEstimator, image: np.ndarray, box_xywh: Sequence
     a = torch.as_tensor(alphas, dtype=torch.float32)[:, None]
     lams = a * one_hot[0] + (1 - a) * one_hot[1]  # (L, λ-dim)
     centers, scales = estimator.boxes_to_center_scale(np.asarray(box_xywh, np.float64))
-    h, w = estimator.input_size
-    crops = warp_crops([image], centers, scales, (w, h), device=estimator.device,
-                       normalize=True)
+    crops = estimator.crops([image], centers, scales)
     dtype = torch.float16 if estimator.half else torch.float32
     x = crops.to(dtype)
     flip = estimator.options.flip_test
     batch = torch.cat([x, x.flip(-1)]) if flip else x
     out = model.forward_multi(batch, lams.to(estimator.device, dtype))  # (1 or 2, L, K, h, w)
-    heatmaps = (flip_average(out[:1], out[1:], estimator.keypoint_set.flip_pairs) if flip
-                else out).float()
-    keypoints = estimator.decode(heatmaps, centers, scales)[0]
+    merged = (model.flip_merge(out[:1], out[1:], estimator.keypoint_set.flip_pairs) if flip
+              else out).float()
+    keypoints = estimator.decode(merged, centers, scales)[0]
     return LambdaSweep(alphas, lams.numpy(), keypoints, centers[0], scales[0])
 
 
@@ -84,10 +81,7 @@ def box_heatmaps(estimator: PoseEstimator, image: np.ndarray,
                  boxes_xywh: np.ndarray | Sequence[Sequence[float]]) -> BoxHeatmaps:
     """The engine's heatmaps and decoded keypoints for boxes of one RGB image."""
     centers, scales = estimator.boxes_to_center_scale(np.asarray(boxes_xywh, np.float64))
-    h, w = estimator.input_size
-    crops = warp_crops([image], centers, scales, (w, h), device=estimator.device,
-                       normalize=True)
-    heatmaps = estimator.heatmaps(crops)
+    heatmaps = estimator.heatmaps(estimator.crops([image], centers, scales))
     keypoints = estimator.decode(heatmaps, centers, scales)
     return BoxHeatmaps(heatmaps.cpu().numpy(), keypoints, centers, scales,
                        estimator.lambdas.float().cpu().numpy())

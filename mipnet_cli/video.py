@@ -470,7 +470,7 @@ def video_box_source(
 ) -> BoxSource:
     """Person boxes by image id, from exactly one source (see `annotate.box_source`): a COCO
     detection file, the boxes of a COCO annotation file, or a detector (torchvision's COCO
-    Faster R-CNN, offline the shipped demo one). In a video, the image id is the 1-based frame
+    Faster R-CNN, offline the shipped YOLOX-Nano). In a video, the image id is the 1-based frame
     number (frame index + 1, as `mipnet synth --video` writes it)."""
     if sum(x is not None for x in (boxes, gt)) + (
             detector is not None or detector_weights is not None) > 1:
@@ -480,14 +480,14 @@ def video_box_source(
 
 
 def load_estimator(weights: str | os.PathLike | None, engine: EngineOptions | None = None,
-                   device: str | None = None) -> PoseEstimator:
-    """A pose estimator from a checkpoint path, a zoo name or None (the shipped default), on
-    `device` (auto: CUDA when present)."""
+                   device: str | None = None, min_instances: int = 1) -> PoseEstimator:
+    """A pose estimator from a checkpoint path, a zoo name or None (the shipped default with
+    at least `min_instances` instances), on `device` (auto: CUDA when present)."""
     from .weights import resolve_pose_weights
 
     spec = None if weights is None else str(weights)
     try:
-        return PoseEstimator.from_checkpoint(resolve_pose_weights(spec), engine,
+        return PoseEstimator.from_checkpoint(resolve_pose_weights(spec, min_instances), engine,
                                              pick_device(device))
     except ValueError as exc:
         raise MipnetError(str(exc)) from None

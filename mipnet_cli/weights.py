@@ -45,6 +45,7 @@ class ZooEntry:
     builder: str | None = None
     trained_on: str | None = None
     default: bool = False
+    demo: bool = False  # trained on synthetic scenes only
 
     @property
     def download_name(self) -> str:
@@ -103,9 +104,20 @@ def get_entry(name: str) -> ZooEntry:
     return zoo[name]
 
 
-def default_entry(kind: str) -> ZooEntry | None:
-    """The zoo's default entry of a kind (the shipped synthetic demo models)."""
-    return next((e for e in load_zoo().values() if e.kind == kind and e.default), None)
+def default_entry(kind: str, min_instances: int = 1) -> ZooEntry | None:
+    """The zoo's default entry of a kind; with `min_instances` > 1, the default among the
+    shipped pose models with at least that many instances."""
+    entries = [e for e in load_zoo().values() if e.kind == kind]
+    if min_instances <= 1:
+        return next((e for e in entries if e.default), None)
+    multi = [e for e in entries if e.instances >= min_instances and e.shipped_path is not None]
+    return next((e for e in multi if e.default), multi[0] if multi else None)
+
+
+def shipped_detector(builder: str) -> ZooEntry | None:
+    """The zoo detector shipped in weights/ for a builder name, if any."""
+    return next((e for e in load_zoo().values() if e.kind == "detector" and e.builder == builder
+                 and e.shipped_path is not None and e.shipped_path.is_file()), None)
 
 
 def verify_hash(path: Path, entry: ZooEntry) -> None:
@@ -165,10 +177,11 @@ def pull(name: str) -> Path:
     return entry.converted_path
 
 
-def resolve_pose_weights(spec: str | None) -> Path:
-    """A pose checkpoint path from a file path, a zoo name, or None (the shipped default)."""
+def resolve_pose_weights(spec: str | None, min_instances: int = 1) -> Path:
+    """A pose checkpoint path from a file path, a zoo name, or None (the shipped default; with
+    `min_instances` > 1 the shipped default with that many instances)."""
     if spec is None:
-        entry = default_entry("pose")
+        entry = default_entry("pose", min_instances)
         if entry is None or entry.local_path() is None:
             raise MipnetError(
                 "no pose weights given and no shipped default in weights/; pass --weights "

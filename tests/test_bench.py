@@ -14,6 +14,7 @@ import torch
 
 from mipnet_cli import bench
 from mipnet_cli.cli import run_app
+from mipnet_cli.detector_models import SMALL_PERSON_DETECTOR
 from mipnet_cli.errors import MipnetError
 
 CPU = torch.device("cpu")
@@ -91,7 +92,7 @@ def test_pipeline_reports_stages_rates_and_memory() -> None:
 
 
 def test_a_random_init_detector_runs_but_hands_on_ground_truth_boxes(tmp_path: Path) -> None:
-    settings = _tiny_pipeline(detector=bench.CPU_DETECTOR, detector_weights=None, frames=1)
+    settings = _tiny_pipeline(detector=SMALL_PERSON_DETECTOR, detector_weights=None, frames=1)
     video = bench.make_synthetic_video(tmp_path / "v.mp4", settings)
     source, desc = bench._box_source(settings, video, CPU)
     assert desc["boxes"] == "gt" and desc["detector_weights"] == "random init"

@@ -177,7 +177,7 @@ def test_config_file_and_command(scenes: Path, tmp_path: Path, capsys) -> None:
     assert PersonDetector(SMALL_PERSON_DETECTOR, weights_path=export).num_classes == 2
 
 
-def test_predict_and_video_fall_back_to_the_shipped_demo_detector_offline(
+def test_predict_and_video_fall_back_to_the_shipped_detector_offline(
         scenes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     import mipnet_cli.annotate as annotate
 
@@ -185,7 +185,7 @@ def test_predict_and_video_fall_back_to_the_shipped_demo_detector_offline(
     det = PersonDetector(SMALL_PERSON_DETECTOR, weights=None, num_classes=2)
     det.save(tmp_path / "demo.safetensors", half=True)
     entry = ZooEntry(name="demo", kind="detector", file=str(tmp_path / "demo.safetensors"),
-                     builder=SMALL_PERSON_DETECTOR, default=True)
+                     builder=SMALL_PERSON_DETECTOR, default=True, demo=True)
     monkeypatch.setattr(annotate, "default_entry", lambda kind: entry)
     old_hub = torch.hub.get_dir()
     torch.hub.set_dir(str(tmp_path / "hub"))  # empty cache, and no network
@@ -202,19 +202,20 @@ def test_predict_and_video_fall_back_to_the_shipped_demo_detector_offline(
                         "--no-flip", "--det-thresh", "0.0"])
         err = capsys.readouterr().err
         assert code == 0, err
-        assert "shipped demo detector" in err and "synthetic" in err
+        assert "cannot be downloaded" in err and "shipped detector demo" in err
+        assert "synthetic" in err
         # Named explicitly, the shipped builder loads the shipped weights, without the notice.
         code = run_app(["predict", image, "--weights", str(pose), "--device", "cpu",
                         "--no-flip", "--detector", SMALL_PERSON_DETECTOR])
         err = capsys.readouterr().err
-        assert code == 0 and "shipped demo detector" not in err, err
+        assert code == 0 and "shipped detector" not in err, err
         clip = tmp_path / "clip.mp4"
         generate_video(clip, VideoConfig(frames=3, fps=5, width=128, height=96, seed=1))
         code = run_app(["video", str(clip), "--json", str(tmp_path / "clip.jsonl"),
                         "--weights", str(pose), "--device", "cpu", "--no-flip"])
         err = capsys.readouterr().err
         assert code == 0, err
-        assert "shipped demo detector" in err
+        assert "shipped detector demo" in err
         assert len((tmp_path / "clip.jsonl").read_text().splitlines()) == 3
     finally:
         torch.hub.set_dir(old_hub)

@@ -223,7 +223,7 @@ def test_default_weights_notice_and_per_image_table(realdata_dir, tiny_ckpt, mon
                     "--device", "cpu", "--no-flip"])
     captured = capsys.readouterr()
     assert code == 0 and asked == [None]
-    assert "synthetic" in captured.err and "mipnet weights pull" in captured.err
+    assert "movenet-thunder-coco" in captured.err and "COCO-trained" in captured.err
     for name in ("000817.jpg", "003799.jpg", "003896.jpg"):
         assert name in captured.out
 

@@ -47,18 +47,18 @@ def _parse_box(text: str) -> Box:
 def _photo_boxes(path: Path, image: np.ndarray, estimator: PoseEstimator, weights: str | None,
                  box: str | None, boxes: Path | None, gt: Path | None, detector: str | None,
                  detector_weights: Path | None, det_thresh: float | None,
-                 device: str) -> list[Box]:
+                 device: str, min_instances: int) -> list[Box]:
     """The person boxes of one photo: `--box`, else those of --boxes/--gt/the detector (image
     ids as `mipnet predict` matches them). Says so when demo models are in use."""
     if box is not None:
         if any(v is not None for v in (boxes, gt, detector, detector_weights)):
             raise MipnetError("--box is the box: leave out --boxes, --gt and the detector")
-        opt.demo_notices(weights)
+        opt.model_notices(weights, min_instances=min_instances)
         return [_parse_box(box)]
     source = video_box_source(boxes=boxes, gt=gt, detector=detector,
                               detector_weights=detector_weights, det_thresh=det_thresh,
                               device=device)
-    opt.demo_notices(weights, source, detector)
+    opt.model_notices(weights, source, detector, min_instances)
     ids = image_ids_by_filename(gt) if gt is not None else None
     image_id = Annotator(estimator, source, ids, ids_from=str(gt)).assign_ids([path])[0]
     if isinstance(image_id, ImageFailure):
@@ -104,9 +104,9 @@ def lambda_sweep_cmd(
     contact sheet, an animated GIF and each joint's trajectory.
     """
     image = read_image(photo)
-    estimator = load_estimator(weights, EngineOptions(flip_test=flip), device)
+    estimator = load_estimator(weights, EngineOptions(flip_test=flip), device, min_instances=2)
     chosen = _pick(_photo_boxes(photo, image, estimator, weights, box, boxes, gt, detector,
-                                detector_weights, det_thresh, device),
+                                detector_weights, det_thresh, device, 2),
                    None if box is not None else box_index)[0]
     try:
         sweep = lambda_sweep(estimator, image, chosen.xywh, steps)
@@ -160,9 +160,9 @@ def heatmaps(
     """
     image = read_image(photo)
     estimator = load_estimator(weights, EngineOptions(flip_test=flip, instances=instances),
-                               device)
+                               device, min_instances=2)
     chosen = _pick(_photo_boxes(photo, image, estimator, weights, box, boxes, gt, detector,
-                                detector_weights, det_thresh, device),
+                                detector_weights, det_thresh, device, 2),
                    None if box is not None else box_index)
     for path in write_heatmap_grids(out, photo.stem, image, estimator, chosen, cell_height):
         console.print(f"wrote {path}", highlight=False)

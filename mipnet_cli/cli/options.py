@@ -9,28 +9,31 @@ from typing import Annotated
 import typer
 
 from ..annotate import BoxSource, DetectorBoxes
+from ..weights import ZooEntry, default_entry
 from .app import err_console
 
-DEMO_NOTICE = (
-    "[yellow]note:[/] no --weights given: using the shipped demo model, trained on synthetic "
-    "scenes only (its poses on real photos are not meaningful). Real checkpoints: "
-    "`mipnet weights list`, then `mipnet weights pull NAME`; or convert an official MIPNet/HRNet "
-    "file with `mipnet weights import SRC DST` and pass --weights DST."
+SYNTH_DEMO = (
+    "it was trained on synthetic scenes only (its poses on real photos are not meaningful). "
+    "Real checkpoints: `mipnet weights list`; convert an official MIPNet/HRNet file with "
+    "`mipnet weights import SRC DST` and pass --weights DST."
 )
-DEMO_DETECTOR_NOTICE = (
-    "[yellow]note:[/] torchvision's COCO person detector is not cached and cannot be downloaded: "
-    "using the shipped demo detector, trained on synthetic scenes only (give --boxes, --gt or "
-    "--detector-weights for real photos)."
-)
+
+
+def _entry_notice(what: str, entry: ZooEntry, why: str) -> str:
+    text = f"[yellow]note:[/] {why}: using the shipped {what} {entry.name}"
+    if entry.demo:
+        return f"{text}; {SYNTH_DEMO}"
+    return f"{text} ({entry.description})."
+
 
 Weights = Annotated[str | None, typer.Option(
     help="pose checkpoint: a file or a name from `mipnet weights list` "
-         "(default: the shipped synthetic demo model)")]
+         "(default: the shipped MoveNet Thunder, COCO-trained)")]
 Detector = Annotated[str | None, typer.Option(
     help="person detector (default fasterrcnn_resnet50_fpn_v2, COCO weights; without them and "
-         "offline, the shipped synthetic-only demo detector)")]
+         "offline, the shipped COCO YOLOX-Nano, yolox_nano)")]
 DetectorWeights = Annotated[Path | None, typer.Option(
-    help="local detector weights file (e.g. saved by PersonDetector.save)")]
+    help="local detector weights file (a converted YOLOX, or torchvision-style weights)")]
 DetThresh = Annotated[float | None, typer.Option(
     min=0.0, max=1.0,
     help="minimum person-box score (default 0.5 for the detector, 0 for --boxes)")]
@@ -45,10 +48,19 @@ ShowBoxes = Annotated[bool, typer.Option(help="draw the person boxes")]
 ShowScores = Annotated[bool, typer.Option(help="write pose and joint scores")]
 
 
-def demo_notices(weights: str | None, source: BoxSource | None = None,
-                 detector: str | None = None) -> None:
-    """Say so when the shipped synthetic-only pose model or detector is in use."""
+def model_notices(weights: str | None, source: BoxSource | None = None,
+                  detector: str | None = None, min_instances: int = 1) -> None:
+    """Say which shipped models run when none was named, and where they come from."""
     if weights is None:
-        err_console.print(DEMO_NOTICE, highlight=False, soft_wrap=True)
-    if isinstance(source, DetectorBoxes) and source.demo and detector is None:
-        err_console.print(DEMO_DETECTOR_NOTICE, highlight=False, soft_wrap=True)
+        entry = default_entry("pose", min_instances)
+        if entry is not None:
+            why = ("no --weights given" if min_instances <= 1 else
+                   f"no --weights given and this needs a network with {min_instances} or more "
+                   "instances (λ values)")
+            err_console.print(_entry_notice("pose model", entry, why), highlight=False,
+                              soft_wrap=True)
+    if isinstance(source, DetectorBoxes) and source.entry is not None and detector is None:
+        why = ("torchvision's COCO person detector is not cached and cannot be downloaded"
+               if source.fallback else "no detector weights given")
+        err_console.print(_entry_notice("detector", source.entry, why), highlight=False,
+                          soft_wrap=True)

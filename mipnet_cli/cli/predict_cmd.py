@@ -108,7 +108,7 @@ def predict(
         weights, detector=detector, detector_weights=detector_weights, det_thresh=det_thresh,
         det_nms=det_nms, boxes=boxes, gt=gt, engine=engine, device=device,
         images_per_batch=batch_size)
-    opt.demo_notices(weights, annotator.box_source, detector)
+    opt.model_notices(weights, annotator.box_source, detector)
     kps = annotator.estimator.keypoint_set
     name_of = {str(p): n for p, n in zip(files, names, strict=True)}
 

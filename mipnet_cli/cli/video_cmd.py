@@ -93,7 +93,7 @@ def video(
                                   detector_weights=detector_weights, det_thresh=det_thresh,
                                   det_nms=det_nms, device=device)
     estimator = load_estimator(weights, engine, device)
-    opt.demo_notices(weights, box_source, detector)
+    opt.model_notices(weights, box_source, detector)
 
     columns = (TextColumn("frames"), BarColumn(), MofNCompleteColumn(), RateColumn("fps"),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())

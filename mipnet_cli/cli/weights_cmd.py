@@ -1,4 +1,4 @@
-"""`mipnet weights`: list, pull, import and inspect checkpoints."""
+"""`mipnet weights`: list, pull, import, convert and inspect checkpoints."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import typer
 from rich.table import Table
 
 from ..checkpoints import import_checkpoint, load_checkpoint, save_checkpoint
+from ..convert import convert_file
 from ..models import count_parameters
 from ..weights import cache_dir, load_zoo, pull
+from ..yolox_detector import DETECTOR_FORMAT, load_yolox, read_detector_meta
 from .app import MODELS, app, console
 
 weights_app = typer.Typer(help="List, download, import and inspect checkpoints.",
@@ -69,9 +71,37 @@ def import_weights(
         f"from {meta.provenance['source_format']}")
 
 
+@weights_app.command("convert")
+def convert_weights(
+    src: Path = typer.Argument(..., help="published network: YOLOX .onnx, or MoveNet "
+                                         "SinglePose TF.js model .json (its .bin beside it)"),
+    out: Path = typer.Argument(..., help="output file in mipnet format (.safetensors)"),
+    half: bool = typer.Option(False, help="store float16 weights (exact for MoveNet, whose "
+                                          "published weights are float16)"),
+) -> None:
+    """Convert a published real network into mipnet's format (weights read with our own
+    readers, no TensorFlow or ONNX runtime), recording the source's sha256 and licence."""
+    done = convert_file(src, out, half=half)
+    console.print(f"[green]wrote[/] {done.path}: {done.kind} {done.arch} from "
+                  f"{done.provenance['source_file']} ({done.provenance['licence']})")
+
+
 @weights_app.command("info")
 def weights_info(path: Path = typer.Argument(..., help="a checkpoint file")) -> None:
     """Print a checkpoint's architecture, keypoint set and provenance."""
+    if read_detector_meta(path).get("format") == DETECTOR_FORMAT:
+        detector, provenance = load_yolox(path)
+        table = Table(show_header=False, title=str(path))
+        d = detector.config
+        rows = {"architecture": f"YOLOX detector (width {d.width}, depth {d.depth})",
+                "input size (h×w)": "×".join(map(str, d.input_size)),
+                "classes": f"{d.num_classes} (person boxes kept)",
+                "parameters": f"{count_parameters(detector) / 1e6:.3f} M"}
+        rows.update({f"provenance: {k}": str(v) for k, v in provenance.items()})
+        for k, v in rows.items():
+            table.add_row(k, v)
+        console.print(table)
+        return
     model, meta = load_checkpoint(path)
     table = Table(show_header=False, title=str(path))
     c = meta.config

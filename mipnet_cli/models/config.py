@@ -31,13 +31,13 @@ def hrnet_stages(width: int, modules: tuple[int, int, int] = (1, 4, 3), blocks: 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A pose network: HRNet or ResNet SimpleBaseline, with or without MIMBs.
+    """A pose network: HRNet, ResNet SimpleBaseline or MoveNet, with or without MIMBs.
 
     `image_size` is (height, width); heatmaps are a quarter of it. `num_instances` is the
     number of λ values (people per box); 1 gives the plain single-instance network.
     `se_modules` says where the MIMBs sit: for HRNet before stages 2, 3, 4 and on the stage-4
-    output; for ResNet before layer1..layer4. The paper (and official scripts) use
-    (False, False, True, True).
+    output; for ResNet before layer1..layer4; for MoveNet (on the FPN's lateral inputs, on the
+    FPN output, -, -). The paper (and official scripts) use (False, False, True, True).
     """
 
     arch: str = "hrnet"
@@ -55,6 +55,7 @@ class ModelConfig:
     depth: int = 50
     deconv_filters: tuple[int, ...] = (256, 256, 256)
     deconv_kernels: tuple[int, ...] = (4, 4, 4)
+    width_mult: float = 1.0  # MoveNet's MobileNetV2 width (1.0 Lightning, 1.75 Thunder)
     name: str = ""
 
     @property

@@ -1,10 +1,23 @@
-"""The interface every pose network shares: λ-conditioned forward and the shared-trunk path."""
+"""The interface every pose network shares with the engine.
+
+A family brings its own conventions through four members: `input_mean` / `input_std` (how
+crops are normalised), `forward_multi` (its outputs for every λ, trunk computed once),
+`flip_merge` (how the outputs of a mirrored crop are folded in) and `decode` (outputs ->
+(B, L, K, 3) keypoints in image pixels). The defaults are the heatmap networks' (HRNet,
+SimpleBaseline): ImageNet normalisation, the official flip test with its one-pixel shift, and
+argmax + quarter offset (or DARK).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 from torch import nn
 
+from ..decode import decode_dark, decode_heatmaps, flip_average, heatmap_to_image
+from ..geometry import IMAGENET_MEAN, IMAGENET_STD
 from .config import ModelConfig
 
 
@@ -24,6 +37,10 @@ def soft_lambda(a: float) -> torch.Tensor:
 
 class PoseNet(nn.Module):
     """Base class: subclasses define `trunk` (λ-independent) and `tail` (from the first MIMB)."""
+
+    input_mean: tuple[float, float, float] = IMAGENET_MEAN  # on the 0-1 scale, RGB
+    input_std: tuple[float, float, float] = IMAGENET_STD
+    outputs_heatmaps = True  # the outputs are (B, L, K, h, w) heatmaps
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -79,3 +96,46 @@ class PoseNet(nn.Module):
         # Inference: the tail once per λ on the shared features, which avoids copying them
         # L times and keeps the working set small (faster at large batches on a CPU).
         return torch.stack([self.tail(feats, lam.expand(b, -1)) for lam in lams], dim=1)
+
+    def flip_merge(self, out: torch.Tensor, flipped: torch.Tensor,
+                   flip_pairs: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Fold the outputs for horizontally mirrored crops into `out` (flip test)."""
+        return flip_average(out, flipped, flip_pairs)
+
+    def decode(self, out: torch.Tensor, centers: np.ndarray, scales: np.ndarray,
+               dark: bool = False) -> np.ndarray:
+        """(B, L, ...) outputs of crops with `centers`/`scales` (B, 2) -> (B, L, K, 3) keypoints
+        (x, y, confidence) in image pixels."""
+        n = out.shape[1]
+        c = np.repeat(centers[:, None], n, axis=1)
+        s = np.repeat(scales[:, None], n, axis=1)
+        preds, maxvals = (decode_dark if dark else decode_heatmaps)(out, c, s)
+        return torch.cat([preds, maxvals], dim=-1).cpu().numpy()
+
+
+class KeypointPoseNet(PoseNet):
+    """A pose network whose outputs are keypoints (B, L, K, 3) = (x, y, confidence) in input
+    pixels (0 at the first pixel's centre) rather than heatmaps."""
+
+    input_mean = (0.0, 0.0, 0.0)
+    input_std = (1 / 255, 1 / 255, 1 / 255)  # 0-255 RGB crops
+    outputs_heatmaps = False
+
+    def flip_merge(self, out: torch.Tensor, flipped: torch.Tensor,
+                   flip_pairs: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Average with the mirrored crop's keypoints: x mirrored, left/right joints swapped."""
+        perm = list(range(out.shape[-2]))
+        for a, b in flip_pairs:
+            perm[a], perm[b] = b, a
+        mirrored = flipped[..., perm, :].clone()
+        mirrored[..., 0] = self.config.image_size[1] - 1 - mirrored[..., 0]
+        return (out + mirrored) / 2
+
+    def decode(self, out: torch.Tensor, centers: np.ndarray, scales: np.ndarray,
+               dark: bool = False) -> np.ndarray:
+        n = out.shape[1]
+        c = np.repeat(centers[:, None], n, axis=1)
+        s = np.repeat(scales[:, None], n, axis=1)
+        h, w = self.config.image_size
+        xy = heatmap_to_image(out[..., :2].float(), c, s, (w, h))
+        return torch.cat([xy, out[..., 2:].float()], dim=-1).cpu().numpy()

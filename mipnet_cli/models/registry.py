@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from .config import ModelConfig, hrnet_stages
 from .hrnet import PoseHRNet
+from .movenet import MoveNet
 from .pose import PoseNet
 from .resnet import PoseResNet
 
@@ -28,7 +29,15 @@ ARCHITECTURES: dict[str, tuple[ModelConfig, str]] = {
     "resnet101": (ModelConfig(arch="resnet", depth=101), "SimpleBaseline ResNet-101"),
     "resnet50": (ModelConfig(arch="resnet", depth=50), "SimpleBaseline ResNet-50"),
     "resnet18": (ModelConfig(arch="resnet", depth=18), "SimpleBaseline ResNet-18, for CPU use"),
+    "movenet_thunder": (ModelConfig(arch="movenet", width_mult=1.75, image_size=(256, 256),
+                                    num_instances=1, se_modules=(True, True, False, False)),
+                        "MoveNet SinglePose Thunder (MobileNetV2 x1.75 + FPN), 256x256 crops"),
+    "movenet_lightning": (ModelConfig(arch="movenet", width_mult=1.0, image_size=(192, 192),
+                                      num_instances=1, se_modules=(True, True, False, False)),
+                          "MoveNet SinglePose Lightning (MobileNetV2 + FPN), 192x192 crops"),
 }
+
+BUILDERS = {"hrnet": PoseHRNet, "resnet": PoseResNet, "movenet": MoveNet}
 
 
 def model_config(name: str, **overrides) -> ModelConfig:
@@ -47,11 +56,12 @@ def model_config(name: str, **overrides) -> ModelConfig:
 
 def build_from_config(config: ModelConfig) -> PoseNet:
     """Instantiate the network a configuration describes."""
-    if config.arch == "hrnet":
-        return PoseHRNet(config)
-    if config.arch == "resnet":
-        return PoseResNet(config)
-    raise ValueError(f"unknown arch {config.arch!r} (expected 'hrnet' or 'resnet')")
+    try:
+        builder = BUILDERS[config.arch]
+    except KeyError:
+        raise ValueError(f"unknown arch {config.arch!r} (expected one of "
+                         f"{', '.join(BUILDERS)})") from None
+    return builder(config)
 
 
 def build_model(name: str, **overrides) -> PoseNet:

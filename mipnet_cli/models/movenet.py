@@ -1,0 +1,212 @@
+"""MoveNet SinglePose (Google, 2021) as a top-down pose network, with optional MIMBs.
+
+MobileNetV2 (width 1.0 for Lightning, 1.75 for Thunder) + a 4-level FPN down to stride 4 +
+CenterNet-style heads (person centre, keypoint regression from the centre, keypoint heatmaps,
+keypoint offsets), followed by MoveNet's own decoding: the centre closest to the crop's middle,
+then for each joint the heatmap peak weighted by closeness to the regressed joint. Layers use
+TensorFlow's "SAME" padding (asymmetric for stride 2), so the converted weights give the
+published outputs.
+
+As a `PoseNet`, the λ-independent trunk is the MobileNetV2 backbone; the tail is the FPN and
+the heads. With `num_instances > 1`, MIMBs sit on the four lateral (1×1) outputs that enter the
+FPN and on the FPN output that the heads read — the places of HRNet's stage-4 branch inputs and
+stage-4 output.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+from .mimb import MIMB, MIMBGroup
+from .pose import KeypointPoseNet
+
+# MobileNetV2 inverted residual settings: expansion t, channels c, repeats n, stride s.
+_MOBILENET_V2 = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                 (6, 160, 3, 2), (6, 320, 1, 1))
+# Block indices (Keras numbering) whose outputs feed the FPN: strides 4, 8, 16.
+_TAPS = (2, 5, 9)
+_FPN_CHANNELS = (32, 24, 24)  # after merging at strides 16, 8, 4
+_LATERAL_CHANNELS = (64, 64, 32, 24)  # strides 32, 16, 8, 4
+HEAD_CHANNELS = {"center": 1, "kpt_regress": 34, "kpt_heatmap": 17, "kpt_offset": 34}
+# The published graphs store their decoding constants in float16; rounding ours the same way
+# reproduces their outputs exactly (1/48 in float16 is 1.2e-4 off, 1/64 is exact).
+CENTER_BIAS = float(np.float16(1.8))  # added to the distances in the centre and joint weighting
+
+
+def _divisible(v: float, divisor: int = 8) -> int:
+    """Keras' channel rounding for width multipliers."""
+    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new + divisor if new < 0.9 * v else new
+
+
+class SameConv(nn.Conv2d):
+    """Conv2d with TensorFlow's SAME padding (extra row/column at the bottom/right)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = []
+        for size, k, s in zip(reversed(x.shape[-2:]), reversed(self.kernel_size),
+                              reversed(self.stride), strict=True):
+            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+            pads += [total // 2, total - total // 2]
+        return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation,
+                        self.groups)
+
+
+def _conv(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1,
+          bias: bool = True) -> SameConv:
+    return SameConv(cin, cout, k, stride, groups=groups, bias=bias)
+
+
+class InvertedResidual(nn.Module):
+    """Expand 1×1 (ReLU6) -> depthwise 3×3 (ReLU6) -> project 1×1, batch norm folded in."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expansion: int) -> None:
+        super().__init__()
+        hidden = cin * expansion
+        self.expand = _conv(cin, hidden) if expansion != 1 else None
+        self.depthwise = _conv(hidden, hidden, 3, stride, groups=hidden)
+        self.project = _conv(hidden, cout)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu6(self.expand(x)) if self.expand is not None else x
+        y = self.project(F.relu6(self.depthwise(y)))
+        return x + y if self.residual else y
+
+
+class SeparableConv(nn.Module):
+    """Depthwise 3×3 (no bias) + pointwise 1×1 with bias, then ReLU."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.depthwise = _conv(cin, cin, 3, groups=cin, bias=False)
+        self.pointwise = _conv(cin, cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.pointwise(self.depthwise(x)))
+
+
+class Head(nn.Module):
+    def __init__(self, cin: int, cout: int, hidden: int = 96) -> None:
+        super().__init__()
+        self.separable = SeparableConv(cin, hidden)
+        self.out = _conv(hidden, cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.separable(x))
+
+
+class MoveNet(KeypointPoseNet):
+    """MoveNet SinglePose on (B, 3, S, S) RGB crops in 0-255; output (B, K, 3) = (x, y,
+    confidence) with x, y in input pixels (0 at the first pixel's centre)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        h, w = config.image_size
+        if h != w:
+            raise ValueError(f"MoveNet takes square crops, got {h}x{w}")
+        if config.num_joints != 17:
+            raise ValueError("MoveNet predicts the 17 COCO keypoints")
+        alpha = config.width_mult
+        stem = _divisible(32 * alpha)
+        self.stem = _conv(3, stem, 3, 2)
+        blocks, cin = [], stem
+        for t, c, n, s in _MOBILENET_V2:
+            cout = _divisible(c * alpha)
+            for i in range(n):
+                blocks.append(InvertedResidual(cin, cout, s if i == 0 else 1, t))
+                cin = cout
+        self.blocks = nn.ModuleList(blocks)
+        self.last = _conv(cin, 1280)
+        tap_channels = [self.blocks[i].project.out_channels for i in _TAPS]
+        self.laterals = nn.ModuleList(
+            _conv(c, out) for c, out in zip([1280, *reversed(tap_channels)], _LATERAL_CHANNELS,
+                                            strict=True))
+        self.fpn = nn.ModuleList(
+            SeparableConv(cin, cout) for cin, cout in zip(_LATERAL_CHANNELS[1:], _FPN_CHANNELS,
+                                                           strict=True))
+        self.heads = nn.ModuleDict({k: Head(_FPN_CHANNELS[-1], c)
+                                    for k, c in HEAD_CHANNELS.items()})
+        se = config.active_se
+        self.lateral_mimbs = (MIMBGroup(list(_LATERAL_CHANNELS), config.lambda_dim,
+                                        config.se_reduction) if se[0] else None)
+        self.output_mimb = (MIMB(_FPN_CHANNELS[-1], config.lambda_dim, config.se_reduction)
+                            if se[1] else None)
+        self.heatmap_size = (h // 4, w // 4)
+
+    def trunk(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The MobileNetV2 features at strides 32, 16, 8, 4 (λ-independent)."""
+        x = (x - 127.5) / 127.5  # MoveNet's own normalisation of 0-255 RGB
+        x = F.relu6(self.stem(x))
+        taps = {}
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in _TAPS:
+                taps[i] = x
+        return [F.relu6(self.last(x)), *(taps[i] for i in reversed(_TAPS))]
+
+    def features(self, feats: list[torch.Tensor], lam: torch.Tensor | None) -> torch.Tensor:
+        """The stride-4 FPN output that the heads read."""
+        lateral = [conv(f) for conv, f in zip(self.laterals, feats, strict=True)]
+        if self.lateral_mimbs is not None:
+            lateral = self.lateral_mimbs(lateral, lam)
+        x = lateral[0]
+        for fpn, skip in zip(self.fpn, lateral[1:], strict=True):
+            up = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+            x = fpn(up + skip)
+        return self.output_mimb(x, lam) if self.output_mimb is not None else x
+
+    def head_maps(self, feats: list[torch.Tensor], lam: torch.Tensor | None
+                  ) -> dict[str, torch.Tensor]:
+        """The four head outputs (B, C, S/4, S/4); centre and heatmaps after the sigmoid."""
+        x = self.features(feats, lam)
+        maps = {k: head(x) for k, head in self.heads.items()}
+        maps["center"] = maps["center"].sigmoid()
+        maps["kpt_heatmap"] = maps["kpt_heatmap"].sigmoid()
+        return maps
+
+    def tail(self, feats: list[torch.Tensor], lam: torch.Tensor | None) -> torch.Tensor:
+        return decode_movenet(self.head_maps(feats, lam), self.config.image_size[0])
+
+
+def _grid(h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    ys = torch.arange(h, device=device, dtype=torch.float32).view(h, 1).expand(h, w)
+    xs = torch.arange(w, device=device, dtype=torch.float32).view(1, w).expand(h, w)
+    return ys, xs
+
+
+def decode_movenet(maps: dict[str, torch.Tensor], input_size: int) -> torch.Tensor:
+    """MoveNet's single-pose decoding, batched: (B, 17, 3) (x, y, score) in input pixels."""
+    center = maps["center"].float()[:, 0]  # (B, h, w)
+    heat = maps["kpt_heatmap"].float()  # (B, K, h, w)
+    b, k, h, w = heat.shape
+    ys, xs = _grid(h, w, heat.device)
+    # 1. The person centre: centre heatmap weighted by closeness to the crop's middle.
+    weight = (1.0 / (torch.sqrt((ys - h / 2) ** 2 + (xs - w / 2) ** 2) + 1.8)).half().float()
+    idx = (center * weight).flatten(1).argmax(1)
+    cy, cx = torch.div(idx, w, rounding_mode="floor"), idx % w
+    rows = torch.arange(b, device=heat.device)
+    # 2. Joints regressed from the centre (channels 2j, 2j+1 = dy, dx in heatmap cells).
+    reg = maps["kpt_regress"].float()[rows, :, cy, cx].view(b, k, 2)
+    ry = cy.float().view(b, 1) + reg[..., 0]
+    rx = cx.float().view(b, 1) + reg[..., 1]
+    # 3. Each joint's heatmap peak, weighted by closeness to its regressed position.
+    dist = torch.sqrt((ys.view(1, 1, h, w) - ry.view(b, k, 1, 1)) ** 2
+                      + (xs.view(1, 1, h, w) - rx.view(b, k, 1, 1)) ** 2)
+    jdx = (heat / (dist + CENTER_BIAS)).flatten(2).argmax(2)  # (B, K)
+    jy, jx = torch.div(jdx, w, rounding_mode="floor"), jdx % w
+    joints = torch.arange(k, device=heat.device).view(1, k)
+    r = rows.view(b, 1)
+    offsets = maps["kpt_offset"].float().view(b, k, 2, h, w)[r, joints, :, jy, jx]  # (B, K, 2)
+    score = heat[r, joints, jy, jx]
+    y = (jy.float() + offsets[..., 0]) * float(np.float16(1 / h)) * input_size
+    x = (jx.float() + offsets[..., 1]) * float(np.float16(1 / w)) * input_size
+    # MoveNet's coordinates are fractions of the crop (0 = its top-left edge); ours count
+    # from the first pixel's centre.
+    return torch.stack([x - 0.5, y - 0.5, score], -1)

@@ -1,0 +1,163 @@
+"""YOLOX person detector: batched letterbox, network, decode and NMS, all on the device.
+
+The converted COCO YOLOX-Nano (`mipnet weights convert yolox_nano_416x416.onnx ...`) is the
+shipped default detector. Checkpoints are safetensors files whose metadata names the builder
+(`yolox_nano`), the network configuration and the provenance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from .errors import MipnetError
+from .io import atomic_path
+from .models.yolox import YOLOX, YoloxConfig, decode_outputs
+from .results import Box
+
+YOLOX_BUILDERS = {"yolox_nano": YoloxConfig(width=0.25, depth=0.33, depthwise=True),
+                  "yolox_tiny": YoloxConfig(width=0.375, depth=0.33, depthwise=False)}
+DETECTOR_FORMAT = "mipnet-detector"
+PAD_VALUE = 114.0  # YOLOX's letterbox grey
+COCO_PERSON = 0  # class index of "person" in YOLOX's 80 COCO classes
+
+
+def builder_for(config: YoloxConfig) -> str:
+    for name, c in YOLOX_BUILDERS.items():
+        if (c.width, c.depth, c.depthwise) == (config.width, config.depth, config.depthwise):
+            return name
+    return "yolox"
+
+
+def save_yolox(path: str | os.PathLike, model: YOLOX, provenance: dict | None = None,
+               half: bool = False) -> None:
+    """Write a YOLOX detector checkpoint (weights + builder, config, provenance)."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v.half() for k, v in state.items()}
+    meta = {"format": DETECTOR_FORMAT, "builder": builder_for(model.config),
+            "config": json.dumps(model.config.to_dict()),
+            "provenance": json.dumps(provenance or {})}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+
+
+def read_detector_meta(path: str | os.PathLike) -> dict:
+    """The metadata of a detector safetensors file ({} when it has none or is not one)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception:  # not safetensors: the caller decides what it is
+        return {}
+
+
+def load_yolox(path: str | os.PathLike) -> tuple[YOLOX, dict]:
+    """A YOLOX detector and its provenance from one of our checkpoints."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise MipnetError(f"{path}: detector weights file not found")
+    meta = read_detector_meta(path)
+    if meta.get("format") != DETECTOR_FORMAT or "config" not in meta:
+        raise MipnetError(f"{path}: not a mipnet YOLOX detector checkpoint (convert the "
+                          "original with `mipnet weights convert`)")
+    try:
+        config = YoloxConfig.from_dict(json.loads(meta["config"]))
+        model = YOLOX(config)
+        state = {k: v.float() for k, v in load_file(str(path)).items()}
+        model.load_state_dict(state, strict=True)
+    except (ValueError, TypeError, RuntimeError, KeyError) as exc:
+        reason = str(exc).splitlines()[0]
+        raise MipnetError(f"{path}: damaged YOLOX checkpoint ({reason})") from None
+    return model.eval(), json.loads(meta.get("provenance", "{}"))
+
+
+class YoloxPersonDetector:
+    """Person boxes from a YOLOX network; same `detect` contract as `PersonDetector`.
+
+    Images are letterboxed (aspect kept, top-left, grey padding) to the network's input size
+    on the device in one batch; a box's score is objectness × person probability; boxes below
+    `score_thresh` are dropped and the rest go through NMS at `nms_iou`.
+    """
+
+    def __init__(self, model: YOLOX, *, name: str = "yolox_nano", score_thresh: float = 0.5,
+                 nms_iou: float = 0.5, max_detections: int = 100,
+                 device: str | torch.device = "cpu", batch_size: int = 8) -> None:
+        if not 0.0 <= score_thresh <= 1.0 or not 0.0 <= nms_iou <= 1.0:
+            raise ValueError("score_thresh and nms_iou must lie in [0, 1]")
+        if max_detections < 1 or batch_size < 1:
+            raise ValueError("max_detections and batch_size must be at least 1")
+        self.name = name
+        self.score_thresh = float(score_thresh)
+        self.nms_iou = float(nms_iou)
+        self.max_detections = int(max_detections)
+        self.batch_size = int(batch_size)
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
+        self.input_size = model.config.input_size
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, **kwargs) -> YoloxPersonDetector:
+        model, _ = load_yolox(path)
+        return cls(model, name=builder_for(model.config), **kwargs)
+
+    def letterbox(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, np.ndarray]:
+        """(B, 3, H, W) BGR 0-255 network input and each image's resize ratio."""
+        h, w = self.input_size
+        batch = torch.full((len(images), 3, h, w), PAD_VALUE, device=self.device)
+        ratios = np.zeros(len(images))
+        for i, img in enumerate(images):
+            r = min(h / img.shape[0], w / img.shape[1])
+            nh, nw = max(int(img.shape[0] * r), 1), max(int(img.shape[1] * r), 1)
+            t = torch.from_numpy(np.ascontiguousarray(img)).to(self.device)
+            t = t.permute(2, 0, 1).flip(0).unsqueeze(0).float()  # RGB -> BGR
+            resized = F.interpolate(t, size=(nh, nw), mode="bilinear", align_corners=False)
+            batch[i, :, :nh, :nw] = resized[0].round().clamp(0, 255)
+            ratios[i] = r
+        return batch, ratios
+
+    @torch.inference_mode()
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Box]]:
+        """Person boxes for each RGB uint8 (H, W, 3) image, best first, ids 0, 1, ... per image."""
+        results: list[list[Box]] = [[] for _ in images]
+        todo = []
+        for i, img in enumerate(images):
+            if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+                raise ValueError(f"image {i}: expected RGB uint8 (H, W, 3), got {img.dtype} "
+                                 f"{img.shape}")
+            if img.shape[0] > 0 and img.shape[1] > 0:
+                todo.append(i)
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start:start + self.batch_size]
+            x, ratios = self.letterbox([images[i] for i in chunk])
+            out = decode_outputs(self.model(x), self.input_size, self.model.config.strides)
+            for k, i in enumerate(chunk):
+                results[i] = self._person_boxes(out[k], ratios[k], images[i].shape)
+        return results
+
+    def _person_boxes(self, out: torch.Tensor, ratio: float, shape: tuple) -> list[Box]:
+        scores = out[:, 4] * out[:, 5 + COCO_PERSON]
+        keep = scores >= self.score_thresh
+        cxcywh, scores = out[keep, :4], scores[keep]
+        xyxy = torchvision.ops.box_convert(cxcywh, "cxcywh", "xyxy") / ratio
+        xyxy[:, 0::2] = xyxy[:, 0::2].clamp(0, shape[1])
+        xyxy[:, 1::2] = xyxy[:, 1::2].clamp(0, shape[0])
+        valid = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+        xyxy, scores = xyxy[valid], scores[valid]
+        order = torchvision.ops.nms(xyxy, scores, self.nms_iou)[: self.max_detections]
+        boxes_np = xyxy[order].double().cpu().numpy()
+        scores_np = scores[order].double().cpu().numpy()
+        return [Box(xyxy=b, score=float(s), source="detector", id=k)
+                for k, (b, s) in enumerate(zip(boxes_np, scores_np, strict=True))]
