@@ -12,9 +12,9 @@ import contextlib
 import io
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -26,7 +26,8 @@ from .detector_models import SMALL_PERSON_DETECTOR
 from .engine import pick_device
 from .errors import MipnetError
 from .images import read_image
-from .train import EpochTrainer, hardware_summary, read_settings
+from .train import EpochTrainer, hardware_summary, portable_settings, read_settings
+from .yolox_detector import YoloxPersonDetector
 
 Target = dict[str, torch.Tensor]
 
@@ -58,13 +59,15 @@ class DetectorTrainConfig:
     val_every: int = 1
     max_steps_per_epoch: int | None = None
     out_dir: str = "runs/detector"
+    config_file: str | None = None  # the TOML file read (set by `load`)
+
+    PATHS: ClassVar[tuple[str, ...]] = ("train_ann", "train_images", "val_ann", "val_images",
+                                        "out_dir")
 
     @classmethod
     def load(cls, path: str | Path | None, overrides: list[str] = ()) -> DetectorTrainConfig:
         """Read a TOML file (sections are only for grouping) and apply `key=value` overrides."""
-        values = read_settings(cls, path, overrides,
-                               paths=("train_ann", "train_images", "val_ann", "val_images",
-                                      "out_dir"),
+        values = read_settings(cls, path, overrides, paths=cls.PATHS,
                                tuples=("lr_steps", "train_sizes"))
         return cls(**values)
 
@@ -121,8 +124,8 @@ def _collate(batch: list[tuple[torch.Tensor, Target]]) -> tuple[list, list]:
     return [b[0] for b in batch], [b[1] for b in batch]
 
 
-def detect_dataset(detector: PersonDetector, ann: str | os.PathLike, images: str | os.PathLike
-                   ) -> tuple[dict, list[dict]]:
+def detect_dataset(detector: PersonDetector | YoloxPersonDetector, ann: str | os.PathLike,
+                   images: str | os.PathLike) -> tuple[dict, list[dict]]:
     """Run `detector` on every image of a COCO annotation file, in batches of its batch size.
 
     Returns the loaded annotation data and the COCO detection results (image_id, the file's
@@ -146,25 +149,34 @@ def detect_dataset(detector: PersonDetector, ann: str | os.PathLike, images: str
     return data, results
 
 
-def evaluate_boxes(detector: PersonDetector, ann: str | os.PathLike, images: str | os.PathLike
-                   ) -> dict[str, float]:
+def evaluate_boxes(detector: PersonDetector | YoloxPersonDetector, ann: str | os.PathLike,
+                   images: str | os.PathLike) -> dict[str, float]:
     """COCO box metrics of `detector` on the person boxes of an annotation file.
 
     AP (IoU .50:.95), AP50, AP75, APm, APl, AR100 (recall with up to 100 boxes, IoU .50:.95)
     and recall50 (at IoU .50); -1 where the split has no box of that size. The detector's own
     score threshold applies (COCO-style evaluation wants a low one, like 0.05).
     """
+    return box_metrics(*detect_dataset(detector, ann, images))
+
+
+def box_metrics(data: dict, results: list[dict]) -> dict[str, float]:
+    """COCO person-box metrics of detection `results` against the annotations `data` (see
+    `evaluate_boxes`)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    data, results = detect_dataset(detector, ann, images)
     category = min(person_category_ids(data))
     names = ("AP", "AP50", "AP75", "APm", "APl", "AR100", "recall50")
     if not results:
         return dict.fromkeys(names, 0.0)
+    # Box area and crowd flag where a format leaves them out (CrowdPose has neither).
+    annotations = [{"area": a["bbox"][2] * a["bbox"][3], "iscrowd": 0, **a}
+                   for a in data["annotations"]]
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()
-        gt.dataset = {**data, "categories": data.get("categories") or [{"id": category}]}
+        gt.dataset = {**data, "annotations": annotations,
+                      "categories": data.get("categories") or [{"id": category}]}
         gt.createIndex()
         evaluator = COCOeval(gt, gt.loadRes(results), "bbox")
         evaluator.params.catIds = [category]
@@ -218,7 +230,8 @@ class DetectorTrainer(EpochTrainer):
             "batch_size": c.batch_size, "lr": c.lr, "seed": c.seed,
             "hardware": hardware_summary(self.device, None),
             "train_time_s": round(self.train_time, 1), "torch": str(torch.__version__),
-            "date": time.strftime("%Y-%m-%d"), "val": last_val, "config": asdict(c),
+            "date": time.strftime("%Y-%m-%d"), "val": last_val,
+            "config": portable_settings(c),
         }
 
     def train_epoch(self, progress=None, stop_after: int | None = None) -> dict:

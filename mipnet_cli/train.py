@@ -13,7 +13,7 @@ import time
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -60,16 +60,31 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None
     out_dir: str = "runs/train"
     augment: dict[str, Any] = field(default_factory=dict)  # AugmentConfig fields
+    config_file: str | None = None  # the TOML file read (set by `load`)
+
+    PATHS: ClassVar[tuple[str, ...]] = ("train_ann", "train_images", "val_ann", "val_images",
+                                        "val_boxes", "init", "out_dir")
 
     @classmethod
     def load(cls, path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
         """Read a TOML file (sections are only for grouping) and apply `key=value` overrides."""
-        values = read_settings(
-            cls, path, overrides,
-            paths=("train_ann", "train_images", "val_ann", "val_images", "val_boxes", "init",
-                   "out_dir"),
-            tuples=("input_size", "lr_steps"), tables=("augment",))
+        values = read_settings(cls, path, overrides, paths=cls.PATHS,
+                               tuples=("input_size", "lr_steps"), tables=("augment",))
         return cls(**values)
+
+
+def portable_settings(config: Any) -> dict[str, Any]:
+    """A run's settings for a checkpoint's provenance: path settings relative to the config
+    file's folder (or to the working directory without a file), never this machine's
+    absolute paths."""
+    values = asdict(config)
+    base = Path(config.config_file).parent if config.config_file else Path.cwd()
+    for key in (*config.PATHS, "config_file"):
+        if values.get(key) and Path(values[key]).is_absolute():
+            values[key] = os.path.relpath(values[key], base.resolve())
+    if config.config_file:
+        values["config_file"] = Path(config.config_file).name
+    return values
 
 
 def read_settings(cls: type, path: str | Path | None, overrides: list[str], paths: tuple[str, ...],
@@ -95,6 +110,7 @@ def read_settings(cls: type, path: str | Path | None, overrides: list[str], path
         for key in paths:
             if values.get(key) and not Path(values[key]).is_absolute():
                 values[key] = str((base / values[key]).resolve())
+        values["config_file"] = str(Path(path).resolve())
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep:
@@ -333,7 +349,7 @@ class Trainer(EpochTrainer):
             "hardware": hardware_summary(self.device, self.amp_dtype), "processes": self.world,
             "train_time_s": round(self.train_time, 1), "torch": torch.__version__,
             "date": time.strftime("%Y-%m-%d"), "best_val": self.best,
-            "config": asdict(c),
+            "config": portable_settings(c),
         }
 
     # ------------------------------------------------------------------ loop

@@ -44,7 +44,8 @@ def predict_dataset(
     task = progress.add_task("evaluating", total=len(dataset)) if progress else None
     for images, _, _, meta in loader:
         centers, scales = meta["center"].numpy(), meta["scale"].numpy()
-        parts["keypoints"].append(estimator.decode(estimator.infer(images), centers, scales))
+        outputs = estimator.infer(estimator.from_imagenet(images))
+        parts["keypoints"].append(estimator.decode(outputs, centers, scales))
         parts["centers"].append(centers)
         parts["scales"].append(scales)
         parts["box_scores"].append(meta["score"].numpy().astype(np.float64))

@@ -28,3 +28,9 @@ def reference_dir() -> Path:
 def realdata_dir() -> Path:
     """Real photos, annotations and videos (../shared/realdata)."""
     return _require(REALDATA)
+
+
+@pytest.fixture(scope="session")
+def weights_src() -> Path:
+    """The published original network files (../shared/weights-src)."""
+    return _require(SHARED / "weights-src")

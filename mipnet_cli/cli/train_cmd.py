@@ -9,10 +9,13 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ..annotate import DetectorBoxes
 from ..data import KeypointDataset
 from ..engine import EngineOptions, PoseEstimator
+from ..errors import MipnetError
 from ..io import write_json
 from ..weights import resolve_pose_weights
+from . import options as opt
 from .app import TRAIN, app, console
 
 
@@ -64,12 +67,55 @@ def train(
                       f"checkpoints in {trainer.out}")
 
 
+def _score_results_file(ann: Path, results_path: Path, keypoints: str | None) -> dict:
+    """Metrics of an existing COCO keypoint results file against `ann`."""
+    from ..evaluate import coco_keypoint_metrics, crowdpose_metrics
+    from ..keypoints import get_keypoint_set, keypoint_set_for
+
+    try:
+        results = json.loads(results_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MipnetError(f"{results_path}: not a readable JSON results file ({exc})") from None
+    if not isinstance(results, list) or not all(
+            isinstance(r, dict) and "keypoints" in r and "image_id" in r for r in results):
+        raise MipnetError(f"{results_path}: expected a COCO keypoint results list "
+                          "[{image_id, category_id, keypoints, score}, ...]")
+    joints = len(results[0]["keypoints"]) // 3 if results else 17
+    kps = get_keypoint_set(keypoints) if keypoints else keypoint_set_for(joints)
+    metric = crowdpose_metrics if kps.name == "crowdpose" else coco_keypoint_metrics
+    return metric(ann, results, kps)
+
+
+def _detections(ann: Path, images: Path, detector: str | None, detector_weights: Path | None,
+                det_thresh: float, device: str | None, out: Path) -> tuple[dict, DetectorBoxes]:
+    """Run a person detector (see `mipnet predict`) over the images of `ann`, write its COCO
+    detection file to `out`; its person-box metrics, and the detector."""
+    from ..annotate import detector_boxes
+    from ..detector_train import box_metrics, detect_dataset
+    from ..engine import pick_device
+
+    source = detector_boxes(detector, detector_weights, det_thresh, 0.5, pick_device(device))
+    data, dets = detect_dataset(source.detector, ann, images)
+    write_json(out, dets)
+    return box_metrics(data, dets), source
+
+
 @app.command("eval", rich_help_panel=TRAIN)
 def evaluate(
     ann: Path = typer.Argument(..., help="COCO-format annotation file (COCO, OCHuman, CrowdPose)"),
-    images: Path = typer.Argument(..., help="image folder"),
+    images: Path | None = typer.Argument(None, help="image folder (not needed with --results)"),
     weights: str | None = typer.Option(None, help="checkpoint path or zoo name"),
     boxes: Path | None = typer.Option(None, help="detection file (default: ground-truth boxes)"),
+    detector: opt.Detector = None,
+    detector_weights: opt.DetectorWeights = None,
+    det_thresh: float = typer.Option(0.05, min=0.0, max=1.0,
+                                     help="minimum box score with --detector/--detect"),
+    detect: bool = typer.Option(False, "--detect", help="boxes from the default detector "
+                                                        "(as `mipnet predict` picks it)"),
+    results: Path | None = typer.Option(None, help="score this COCO keypoint results file "
+                                                   "(no network is run)"),
+    keypoints: str | None = typer.Option(None, help="keypoint set of --results (default: "
+                                                    "from the joint count)"),
     flip: bool = typer.Option(True, help="flip test"),
     instances: int | None = typer.Option(None, help="λ values to run (default: all)"),
     instance_decay: float = typer.Option(0.5, help="secondary instances' box-score factor"),
@@ -79,30 +125,55 @@ def evaluate(
     json_out: Path | None = typer.Option(None, "--json", help="write metrics and results here"),
     plot: Path | None = typer.Option(None, help="sweep plot (PNG)"),
 ) -> None:
-    """Evaluate a checkpoint: merged and per-instance AP, optionally the confidence sweep."""
+    """Evaluate a pose network on a COCO-format set: merged and per-instance AP, optionally the
+    confidence sweep; boxes from the ground truth, a detection file or a detector. With
+    --results, score an existing results file instead."""
+    import tempfile
+
     from ..validation import confidence_sweep, evaluate_predictions, merged_results, predict_dataset
 
+    if results is not None:
+        if any(v is not None for v in (weights, boxes, detector, detector_weights)) or detect:
+            raise MipnetError("--results is scored as it is: leave out the network and boxes")
+        metrics = {"results": _score_results_file(ann, results, keypoints)}
+        _metrics_table(f"{ann.name}: {results.name}", metrics)
+        if json_out:
+            write_json(json_out, {"metrics": _plain(metrics)})
+            console.print(f"wrote {json_out}")
+        return
+    if images is None:
+        raise MipnetError("give the image folder (or --results FILE to score a results file)")
+    runs_detector = detect or detector is not None or detector_weights is not None
+    if boxes is not None and runs_detector:
+        raise MipnetError("a box file and a detector are two box sources: give only one")
     est = PoseEstimator.from_checkpoint(
         resolve_pose_weights(weights),
         EngineOptions(flip_test=flip, instances=instances, instance_decay=instance_decay),
         device)
-    h, w = est.input_size
-    dataset = KeypointDataset(ann, images, est.keypoint_set, image_size=(h, w),
-                              heatmap_size=(h // 4, w // 4), num_instances=1, train=False,
-                              boxes=boxes)
-    with Progress(console=console, transient=True) as progress:
-        preds = predict_dataset(est, dataset, batch_size, progress=progress)
+    report: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        source, found_by = "GT", None
+        if runs_detector:
+            boxes = Path(tmp) / "detections.json"
+            report["boxes"], found_by = _detections(ann, images, detector, detector_weights,
+                                                    det_thresh, device, boxes)
+            source = "detector"
+            _metrics_table(f"{ann.name}: person boxes (score >= {det_thresh})",
+                           {"detector": report["boxes"]})
+        elif boxes is not None:
+            source = "detections"
+        h, w = est.input_size
+        dataset = KeypointDataset(ann, images, est.keypoint_set, image_size=(h, w),
+                                  heatmap_size=(h // 4, w // 4), num_instances=1, train=False,
+                                  boxes=boxes)
+        with Progress(console=console, transient=True) as progress:
+            preds = predict_dataset(est, dataset, batch_size, progress=progress)
+    opt.model_notices(weights, found_by, detector)
     metrics = evaluate_predictions(preds, est, dataset)
-    names = [k for k in next(iter(metrics.values())) if k != "log"]
-    table = Table(title=f"{ann.name}: {len(dataset)} boxes ({'detections' if boxes else 'GT'})")
-    table.add_column("candidates")
-    for n in names:
-        table.add_column(n, justify="right")
     labels = {"merged": "merged (all λ)", "instance0": "λ=[1,0] only", "instance1": "λ=[0,1] only"}
-    for key, m in metrics.items():
-        table.add_row(labels.get(key, key), *(f"{m[n]:.3f}" for n in names))
-    console.print(table)
-    report = {"metrics": {k: {n: m[n] for n in names} for k, m in metrics.items()}}
+    _metrics_table(f"{ann.name}: {len(dataset)} boxes ({source})",
+                   {labels.get(k, k): m for k, m in metrics.items()})
+    report["metrics"] = _plain(metrics)
     if sweep:
         rows = confidence_sweep(preds, est, dataset)
         sweep_table = Table(title="detector-confidence sweep")
@@ -118,6 +189,21 @@ def evaluate(
         report["results"] = merged_results(preds, est)
         write_json(json_out, report)
         console.print(f"wrote {json_out}")
+
+
+def _plain(metrics: dict[str, dict]) -> dict[str, dict]:
+    return {k: {n: v for n, v in m.items() if n != "log"} for k, m in metrics.items()}
+
+
+def _metrics_table(title: str, metrics: dict[str, dict]) -> None:
+    names = [k for k in next(iter(metrics.values())) if k != "log"]
+    table = Table(title=title)
+    table.add_column("")
+    for n in names:
+        table.add_column(n, justify="right")
+    for key, m in metrics.items():
+        table.add_row(key, *(f"{m[n]:.3f}" for n in names))
+    console.print(table)
 
 
 def _plot_sweep(rows: list[dict], path: Path) -> None:

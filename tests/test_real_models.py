@@ -1,0 +1,112 @@
+"""The shipped real networks behind the engine: the MoveNet family's conventions (crop range,
+flip merge, decode to image pixels), the default models, `mipnet eval` with a detector and
+with an existing results file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from mipnet_cli.cli import run_app
+from mipnet_cli.engine import EngineOptions, PoseEstimator
+from mipnet_cli.evaluate import coco_keypoint_metrics, gt_as_results
+from mipnet_cli.keypoints import COCO17
+from mipnet_cli.models import build_model
+from mipnet_cli.results import Box
+from mipnet_cli.weights import default_entry, get_entry
+
+LIGHTNING = get_entry("movenet-lightning-coco").local_path()
+
+
+def test_defaults_are_the_converted_real_networks() -> None:
+    assert default_entry("pose").name == "movenet-thunder-coco"
+    assert default_entry("detector").name == "yolox-nano-coco"
+    multi = default_entry("pose", min_instances=2)
+    assert multi.instances >= 2 and multi.demo  # λ sweeps still need the synthetic MIPNet
+
+
+def test_keypoint_network_flip_merge_mirrors_x_and_swaps_sides() -> None:
+    model = build_model("movenet_lightning")
+    out = torch.zeros(1, 1, 17, 3)
+    flipped = torch.zeros(1, 1, 17, 3)
+    flipped[..., 5, :] = torch.tensor([10.0, 20.0, 0.8])  # left shoulder seen in the mirror
+    merged = model.flip_merge(out, flipped, COCO17.flip_pairs)
+    # Mirrored back it is the right shoulder (6), at x = 191 - 10.
+    assert torch.allclose(merged[0, 0, 6], torch.tensor([181.0, 20.0, 0.8]) / 2)
+    # The flipped crop saw nothing at its right shoulder (x 0): mirrored, x 191.
+    assert torch.allclose(merged[0, 0, 5], torch.tensor([191.0, 0.0, 0.0]) / 2)
+
+
+def test_moved_box_moves_the_pose_by_the_same_offset(realdata_dir: Path) -> None:
+    """Decode maps crop pixels to image pixels: shifting the image and the box together
+    shifts every joint by the same amount."""
+    est = PoseEstimator.from_checkpoint(LIGHTNING, EngineOptions(flip_test=False), "cpu")
+    rgb = cv2.cvtColor(cv2.imread(str(realdata_dir / "photos" / "person.jpg")),
+                       cv2.COLOR_BGR2RGB)
+    h, w = rgb.shape[:2]
+    box = Box(xyxy=np.array([0.0, 0.0, w, h]), score=1.0, source="gt", id=0)
+    shifted = np.zeros((h + 40, w + 30, 3), np.uint8)
+    shifted[40:, 30:] = rgb
+    moved = Box(xyxy=np.array([30.0, 40.0, w + 30, h + 40]), score=1.0, source="gt", id=0)
+    a = est.predict([rgb], [[box]])[0][0].keypoints
+    b = est.predict([shifted], [[moved]])[0][0].keypoints
+    confident = a[:, 2] > 0.3
+    assert confident.sum() >= 10
+    np.testing.assert_allclose(b[confident, :2] - a[confident, :2], [[30, 40]] * confident.sum(),
+                               atol=0.5)
+
+
+def test_flip_test_keeps_the_pose(realdata_dir: Path) -> None:
+    rgb = cv2.cvtColor(cv2.imread(str(realdata_dir / "photos" / "person.jpg")),
+                       cv2.COLOR_BGR2RGB)
+    est = PoseEstimator.from_checkpoint(LIGHTNING, EngineOptions(flip_test=False), "cpu")
+    centers, scales = est.boxes_to_center_scale([[0, 0, rgb.shape[1], rgb.shape[0]]])
+    crops = est.crops([rgb], centers, scales)
+    with torch.no_grad():
+        out = est.model.forward_multi(crops)
+        mirrored = est.model.forward_multi(crops.flip(-1))
+
+    def joints(merged: torch.Tensor) -> np.ndarray:
+        return est.decode(merged, centers, scales)[0, 0]
+
+    plain = joints(out)
+    merged = joints(est.model.flip_merge(out, mirrored, COCO17.flip_pairs))
+    confident = plain[:, 2] > 0.3
+    assert confident.sum() >= 10
+
+    def shift(kps: np.ndarray) -> float:
+        return float(np.median(np.linalg.norm(kps[confident, :2] - plain[confident, :2], axis=1)))
+
+    # The merged pose stays within a few percent of the person's height (about 260 px) of the
+    # plain one (4.2 image pixels per crop pixel here).
+    assert shift(merged) < 12
+
+
+def test_eval_scores_a_results_file_and_runs_the_detector(realdata_dir: Path,
+                                                          tmp_path: Path, capsys) -> None:
+    folder = realdata_dir / "mmpose_tests" / "coco"
+    ann = folder / "test_coco.json"
+    results = tmp_path / "gt.json"
+    gt_as_results(ann, results)
+    report = tmp_path / "report.json"
+    assert run_app(["eval", str(ann), "--results", str(results), "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["metrics"]["results"]["AP"] == pytest.approx(1.0)
+    assert coco_keypoint_metrics(ann, json.loads(results.read_text()), COCO17)["AP"] == \
+        pytest.approx(1.0)
+    code = run_app(["eval", str(ann), str(folder), "--detect", "--weights", str(LIGHTNING),
+                    "--no-flip", "--device", "cpu", "--json", str(report)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    data = json.loads(report.read_text())
+    assert "yolox-nano-coco" in captured.err
+    assert data["boxes"]["AP50"] > 0.9  # YOLOX-Nano finds the 12 people of these 4 photos
+    assert data["metrics"]["merged"]["AP"] > 0.3  # a real pose network on real people
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"not": "a list"}')
+    assert run_app(["eval", str(ann), "--results", str(bad)]) == 2
+    assert "expected a COCO keypoint results list" in capsys.readouterr().err
