@@ -5,6 +5,7 @@
    the published ONNX) and MoveNet Lightning (ours, float32, vs the published int8 TFLite under
    ai-edge-litert: not the same precision, said so). Ratio = their time / our time (> 1: ours
    faster; target >= 0.8).
+   Then a profile of our YOLOX (share of time per op) beside onnxruntime's optimised graph.
 2. One detector pass on a 768x576 frame against the pose stage of a frame with 6 people
    (MoveNet Thunder on 6 crops, flip test on, as `mipnet video` runs it).
 3. `mipnet video`'s stages on the first frames of ../shared/realdata/video/vtest.avi with the
@@ -33,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mipnet_cli.annotate import DetectorBoxes  # noqa: E402
-from mipnet_cli.bench import Clock, _sequential, run_interleaved  # noqa: E402
+from mipnet_cli.bench import Clock, run_interleaved, run_sequential  # noqa: E402
 from mipnet_cli.convert.movenet import movenet_from_tfjs  # noqa: E402
 from mipnet_cli.convert.yolox import yolox_from_onnx  # noqa: E402
 from mipnet_cli.engine import EngineOptions, PoseEstimator  # noqa: E402
@@ -67,20 +68,26 @@ def networks(threads: int, repeats: int) -> dict:
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
+    # Its worker threads would otherwise spin after each call and slow the interleaved
+    # PyTorch calls down.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     onnx_path = SRC / "detectors" / "yolox_nano_416x416.onnx"
     session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-    yolox = yolox_from_onnx(onnx_path)
+    # Ours as the product runs them on a CPU: NHWC activations.
+    yolox = yolox_from_onnx(onnx_path).to(memory_format=torch.channels_last)
     x = np.random.default_rng(0).integers(0, 256, (1, 3, 416, 416)).astype(np.float32)
-    xt = torch.from_numpy(x)
+    xt = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
     tfl = litert.Interpreter(
         model_path=str(SRC / "movenet" /
                        "lite-model_movenet_singlepose_lightning_tflite_int8_4.tflite"),
         num_threads=threads)
     tfl.allocate_tensors()
     tin, tout = tfl.get_input_details()[0], tfl.get_output_details()[0]
-    lightning = movenet_from_tfjs(SRC / "movenet" / "movenet-lightning.json")
+    lightning = movenet_from_tfjs(SRC / "movenet" / "movenet-lightning.json").to(
+        memory_format=torch.channels_last)
     crop = cv2.resize(cv2.cvtColor(first_frame(), cv2.COLOR_BGR2RGB), (192, 192))
-    crop_t = torch.from_numpy(crop).permute(2, 0, 1)[None].float()
+    crop_t = torch.from_numpy(crop).permute(2, 0, 1)[None].float().contiguous(
+        memory_format=torch.channels_last)
 
     def run_tflite():
         tfl.set_tensor(tin["index"], crop[None].astype(tin["dtype"]))
@@ -102,6 +109,41 @@ def networks(threads: int, repeats: int) -> dict:
                 med["lightning tflite int8"] / med["lightning ours fp32"], 3)}
 
 
+def yolox_profile() -> dict:
+    """Where our YOLOX spends its time (torch profiler, share of self time per op) and what
+    onnxruntime makes of the graph (its optimised graph's op counts)."""
+    import collections
+    import os
+
+    import onnxruntime as ort
+
+    from mipnet_cli.convert.onnx_file import read_onnx
+
+    path = SRC / "detectors" / "yolox_nano_416x416.onnx"
+    model = yolox_from_onnx(path).to(memory_format=torch.channels_last)
+    x = (torch.rand(1, 3, 416, 416) * 255).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        for _ in range(3):
+            model(x)
+        with torch.profiler.profile() as prof:
+            for _ in range(10):
+                model(x)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    ours = {e.key: round(100 * e.self_cpu_time_total / total, 1)
+            for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:5]}
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
+        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        optimized = read_onnx(opts.optimized_model_filepath)
+    return {"ours_self_time_percent": ours,
+            "onnxruntime_graph": {"nodes_before": len(read_onnx(path).nodes),
+                                  "nodes_after": len(optimized.nodes),
+                                  "ops": dict(collections.Counter(
+                                      n.op for n in optimized.nodes).most_common(6))}}
+
+
 def detector_vs_pose(repeats: int) -> dict:
     frame = cv2.cvtColor(first_frame(), cv2.COLOR_BGR2RGB)
     detector = YoloxPersonDetector.from_file(get_entry("yolox-nano-coco").local_path())
@@ -109,12 +151,10 @@ def detector_vs_pose(repeats: int) -> dict:
                                         EngineOptions(flip_test=True), CPU)
     h, w = frame.shape[:2]
     boxes = np.array([[60 + 110 * i, 150, 70, 200] for i in range(6)], np.float64)
-    centers, scales = est.boxes_to_center_scale(boxes)
     index = np.zeros(6, np.int64)
 
     def pose():
-        return est.decode(est.infer(est.crops([frame], centers, scales, index)), centers,
-                          scales)
+        return est.estimate([frame], boxes, index)
 
     with torch.inference_mode():
         times = run_interleaved({"detect (1 frame)": lambda: detector.detect([frame]),
@@ -131,7 +171,7 @@ def pipeline(frames: int) -> dict:
                                         EngineOptions(flip_test=True), CPU)
     source = DetectorBoxes(detector)
     with tempfile.TemporaryDirectory() as tmp:
-        seconds, done, boxes = _sequential(VIDEO, est, source, Path(tmp) / "seq.mp4",
+        seconds, done, boxes = run_sequential(VIDEO, est, source, Path(tmp) / "seq.mp4",
                                            batch_frames=8, clock=Clock(CPU), max_frames=frames)
         start = time.perf_counter()
         summary = annotate_video(VIDEO, est, source, VideoOptions(max_frames=frames),
@@ -156,6 +196,8 @@ def main() -> None:
               "date": time.strftime("%Y-%m-%d")}
     result["networks"] = networks(args.threads, args.repeats)
     print(result["networks"], flush=True)
+    result["yolox_profile"] = yolox_profile()
+    print(result["yolox_profile"], flush=True)
     result["detector_vs_pose"] = detector_vs_pose(args.repeats)
     print(result["detector_vs_pose"], flush=True)
     result["pipeline"] = pipeline(args.frames)

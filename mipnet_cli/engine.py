@@ -42,6 +42,8 @@ class EngineOptions:
     box_padding: float = 1.25
     batch_size: int = 64  # crops per network call
     half: bool = False  # fp16 on CUDA
+    # NHWC activations (faster depthwise convolutions in oneDNN); default: on the CPU
+    channels_last: bool | None = None
 
 
 @dataclass
@@ -75,6 +77,10 @@ class PoseEstimator:
         self.model = model.eval().to(self.device)
         if self.half:
             self.model.half()
+        self.channels_last = (self.device.type == "cpu" if self.options.channels_last is None
+                              else self.options.channels_last)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         n = model.config.num_instances
         wanted = self.options.instances or n
         if not 1 <= wanted <= n:
@@ -92,6 +98,13 @@ class PoseEstimator:
     @property
     def num_instances(self) -> int:
         return self.lambdas.shape[0]
+
+    @property
+    def batch_size(self) -> int:
+        """Crops per network call: the option, capped on a CPU by the family's best size."""
+        if self.device.type == "cpu" and self.model.cpu_batch:
+            return min(self.options.batch_size, self.model.cpu_batch)
+        return self.options.batch_size
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -127,14 +140,22 @@ class PoseEstimator:
     @torch.no_grad()
     def infer(self, crops: torch.Tensor) -> torch.Tensor:
         """The network's outputs (B, N, ...) for crops and every λ, flip test included:
-        heatmaps (B, N, K, h, w) or keypoints (B, N, K, 3), as the family gives them."""
+        heatmaps (B, N, K, h, w) or keypoints (B, N, K, 3), as the family gives them. The
+        network sees at most `batch_size` crops per call."""
         x = crops.to(self.device, torch.float16 if self.half else torch.float32)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         lams = self.lambdas.to(x.dtype)
-        out = self.model.forward_multi(x, lams)
-        if self.options.flip_test:
-            flipped = self.model.forward_multi(x.flip(-1), lams)
-            out = self.model.flip_merge(out, flipped, self.keypoint_set.flip_pairs)
-        return out.float()
+        step = self.batch_size
+        parts = []
+        for start in range(0, max(len(x), 1), step):
+            chunk = x[start:start + step]
+            out = self.model.forward_multi(chunk, lams)
+            if self.options.flip_test:
+                flipped = self.model.forward_multi(chunk.flip(-1), lams)
+                out = self.model.flip_merge(out, flipped, self.keypoint_set.flip_pairs)
+            parts.append(out.float())
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
 
     @torch.no_grad()
     def heatmaps(self, crops: torch.Tensor) -> torch.Tensor:

@@ -106,6 +106,8 @@ class YoloxPersonDetector:
         self.batch_size = int(batch_size)
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
+        if self.device.type == "cpu":  # NHWC: faster depthwise convolutions in oneDNN
+            self.model.to(memory_format=torch.channels_last)
         self.input_size = model.config.input_size
 
     @classmethod
@@ -142,6 +144,8 @@ class YoloxPersonDetector:
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start:start + self.batch_size]
             x, ratios = self.letterbox([images[i] for i in chunk])
+            if self.device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
             out = decode_outputs(self.model(x), self.input_size, self.model.config.strides)
             for k, i in enumerate(chunk):
                 results[i] = self._person_boxes(out[k], ratios[k], images[i].shape)

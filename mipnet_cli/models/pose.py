@@ -41,6 +41,7 @@ class PoseNet(nn.Module):
     input_mean: tuple[float, float, float] = IMAGENET_MEAN  # on the 0-1 scale, RGB
     input_std: tuple[float, float, float] = IMAGENET_STD
     outputs_heatmaps = True  # the outputs are (B, L, K, h, w) heatmaps
+    cpu_batch: int | None = None  # crops per call that run fastest on a CPU (None: any)
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()

@@ -47,7 +47,7 @@ class BaseConv(nn.Module):
         self.conv = nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.silu(self.conv(x))
+        return F.silu(self.conv(x), inplace=True)
 
 
 class DWConv(nn.Module):
