@@ -17,6 +17,7 @@ import torch
 import torchvision
 from torchvision.models import WeightsEnum
 
+from .detection import DetectorBase
 from .detector_models import PERSON_DETECTORS
 from .errors import MipnetError
 from .io import atomic_path
@@ -183,7 +184,7 @@ def _load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Pat
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 
-class PersonDetector:
+class PersonDetector(DetectorBase):
     """A torchvision detector reduced to person boxes.
 
     Weights, in order of precedence:
@@ -218,16 +219,7 @@ class PersonDetector:
         if name not in detector_names():
             choices = ", ".join(detector_names())
             raise MipnetError(f"unknown detector {name!r}; choose one of {choices}")
-        if not 0.0 <= score_thresh <= 1.0 or not 0.0 <= nms_iou <= 1.0:
-            raise ValueError("score_thresh and nms_iou must lie in [0, 1]")
-        if max_detections < 1 or batch_size < 1:
-            raise ValueError("max_detections and batch_size must be at least 1")
-        self.name = name
-        self.score_thresh = float(score_thresh)
-        self.nms_iou = float(nms_iou)
-        self.max_detections = int(max_detections)
-        self.batch_size = int(batch_size)
-        self.device = torch.device(device)
+        super().__init__(name, score_thresh, nms_iou, max_detections, batch_size, device)
 
         builder = torchvision.models.get_model_builder(name)
         kwargs: dict[str, Any] = dict(builder_kwargs)
@@ -307,13 +299,7 @@ class PersonDetector:
         An image with no pixels yields no boxes.
         """
         results: list[list[Box]] = [[] for _ in images]
-        todo = []
-        for i, img in enumerate(images):
-            if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-                raise ValueError(f"image {i}: expected RGB uint8 (H, W, 3), got {img.dtype} "
-                                 f"{img.shape}")
-            if img.shape[0] > 0 and img.shape[1] > 0:
-                todo.append(i)
+        todo = self.non_empty(images)
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start:start + self.batch_size]
             tensors = [

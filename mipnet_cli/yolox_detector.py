@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
+from .detection import DetectorBase
 from .errors import MipnetError
 from .io import atomic_path
 from .models.yolox import YOLOX, YoloxConfig, decode_outputs
@@ -84,7 +85,7 @@ def load_yolox(path: str | os.PathLike) -> tuple[YOLOX, dict]:
     return model.eval(), json.loads(meta.get("provenance", "{}"))
 
 
-class YoloxPersonDetector:
+class YoloxPersonDetector(DetectorBase):
     """Person boxes from a YOLOX network; same `detect` contract as `PersonDetector`.
 
     Images are letterboxed (aspect kept, top-left, grey padding) to the network's input size
@@ -95,16 +96,7 @@ class YoloxPersonDetector:
     def __init__(self, model: YOLOX, *, name: str = "yolox_nano", score_thresh: float = 0.5,
                  nms_iou: float = 0.5, max_detections: int = 100,
                  device: str | torch.device = "cpu", batch_size: int = 8) -> None:
-        if not 0.0 <= score_thresh <= 1.0 or not 0.0 <= nms_iou <= 1.0:
-            raise ValueError("score_thresh and nms_iou must lie in [0, 1]")
-        if max_detections < 1 or batch_size < 1:
-            raise ValueError("max_detections and batch_size must be at least 1")
-        self.name = name
-        self.score_thresh = float(score_thresh)
-        self.nms_iou = float(nms_iou)
-        self.max_detections = int(max_detections)
-        self.batch_size = int(batch_size)
-        self.device = torch.device(device)
+        super().__init__(name, score_thresh, nms_iou, max_detections, batch_size, device)
         self.model = model.eval().to(self.device)
         if self.device.type == "cpu":  # NHWC: faster depthwise convolutions in oneDNN
             self.model.to(memory_format=torch.channels_last)
@@ -134,13 +126,7 @@ class YoloxPersonDetector:
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Box]]:
         """Person boxes for each RGB uint8 (H, W, 3) image, best first, ids 0, 1, ... per image."""
         results: list[list[Box]] = [[] for _ in images]
-        todo = []
-        for i, img in enumerate(images):
-            if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-                raise ValueError(f"image {i}: expected RGB uint8 (H, W, 3), got {img.dtype} "
-                                 f"{img.shape}")
-            if img.shape[0] > 0 and img.shape[1] > 0:
-                todo.append(i)
+        todo = self.non_empty(images)
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start:start + self.batch_size]
             x, ratios = self.letterbox([images[i] for i in chunk])
