@@ -4,15 +4,19 @@
   converted COCO YOLOX-Nano and the synthetic demo Faster R-CNN — at score >= 0.01.
 - Pose AP (pycocotools OKS): each pose network — MoveNet Thunder / Lightning (converted) and the
   synthetic demo MIPNet — with ground-truth boxes and with the default detector's boxes
-  (YOLOX-Nano, score >= 0.05), flip test on; Thunder also without flip.
+  (YOLOX-Nano, score >= 0.05), flip test on; Thunder also without flip. The CrowdPose sample
+  is scored on the 12 body joints it shares with COCO-17 (its head-top and neck joints have no
+  COCO counterpart), under COCO's rules, with box area as the OKS scale.
 
-Usage (from the repository root): python benchmarks/real_networks.py [--out FILE]
+Usage (from the repository root): python benchmarks/real_networks.py [--sets NAME ...]
+(--sets re-measures only those sets and keeps the others' figures in the JSON file).
 Writes benchmarks/real_networks.json and prints the tables pasted into benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -27,6 +31,7 @@ from mipnet_cli.detector_train import box_metrics, detect_dataset  # noqa: E402
 from mipnet_cli.engine import EngineOptions, PoseEstimator  # noqa: E402
 from mipnet_cli.hardware import cpu_model  # noqa: E402
 from mipnet_cli.io import write_json  # noqa: E402
+from mipnet_cli.keypoints import COCO17  # noqa: E402
 from mipnet_cli.validation import evaluate_predictions, predict_dataset  # noqa: E402
 from mipnet_cli.weights import get_entry  # noqa: E402
 
@@ -39,10 +44,26 @@ SETS = {  # name -> (annotation file, image folder)
     "crowdpose": (REAL / "mmpose_tests/crowdpose/test_crowdpose.json",
                   REAL / "mmpose_tests/crowdpose"),
 }
-POSE_SETS = ("coco_mini", "mmpose coco", "ochuman")  # COCO-17 annotations
+POSE_SETS = ("coco_mini", "mmpose coco", "ochuman", "crowdpose")
 DETECTORS = ("yolox-nano-coco", "detector-synth-person")
 POSES = ("movenet-thunder-coco", "movenet-lightning-coco", "mipnet-demo-synth-n2")
 KEYS = ("AP", "AP50", "AP75", "AR")
+
+
+def crowdpose_as_coco17(ann: Path, out: Path) -> Path:
+    """A CrowdPose annotation file as COCO-17: its 12 body joints in COCO's slots 5-16 (same
+    order), the face joints unlabelled, head-top and neck dropped; box area as `area`."""
+    data = json.loads(ann.read_text())
+    for a in data["annotations"]:
+        k = a["keypoints"]
+        body = k[:36]
+        a["keypoints"] = [0] * 15 + body
+        a["num_keypoints"] = sum(1 for v in body[2::3] if v > 0)
+        a.setdefault("area", a["bbox"][2] * a["bbox"][3])
+        a.setdefault("iscrowd", 0)
+    data["categories"] = [COCO17.coco_category()]
+    write_json(out, data)
+    return out
 
 
 def detector(name: str, score_thresh: float):
@@ -69,16 +90,24 @@ def pose_ap(weights: str, ann: Path, images: Path, boxes: Path | None, flip: boo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "real_networks.json")
+    parser.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS))
     args = parser.parse_args()
     if not REAL.is_dir():
         raise SystemExit(f"{REAL} is absent: this benchmark needs ../shared/realdata")
-    result: dict = {"machine": cpu_model(), "date": time.strftime("%Y-%m-%d"), "boxes": {},
-                    "pose": {}}
+    result: dict = {"boxes": {}, "pose": {}}
+    if args.out.is_file() and args.sets != list(SETS):
+        result = json.loads(args.out.read_text())
+    result.update(machine=cpu_model(), date=time.strftime("%Y-%m-%d"))
     with tempfile.TemporaryDirectory() as tmp:
         det_files: dict[str, Path] = {}
+        pose_ann = {name: ann for name, (ann, _) in SETS.items()}
+        if "crowdpose" in args.sets:
+            pose_ann["crowdpose"] = crowdpose_as_coco17(SETS["crowdpose"][0],
+                                                        Path(tmp) / "crowdpose_coco17.json")
         for name in DETECTORS:
             low = detector(name, 0.01)
-            for set_name, (ann, images) in SETS.items():
+            for set_name in args.sets:
+                ann, images = SETS[set_name]
                 data, dets = detect_dataset(low, ann, images)
                 m = box_metrics(data, dets)
                 result["boxes"][f"{name} | {set_name}"] = {k: round(v, 4) for k, v in m.items()}
@@ -89,8 +118,8 @@ def main() -> None:
                     write_json(path, [d for d in dets if d["score"] >= 0.05])
                     det_files[set_name] = path
         for weights in POSES:
-            for set_name in POSE_SETS:
-                ann, images = SETS[set_name]
+            for set_name in (s for s in POSE_SETS if s in args.sets):
+                ann, images = pose_ann[set_name], SETS[set_name][1]
                 runs = [("GT", None, True), ("YOLOX-Nano", det_files[set_name], True)]
                 if weights == POSES[0]:
                     runs.append(("GT, no flip", None, False))
