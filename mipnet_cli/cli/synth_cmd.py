@@ -9,6 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ..errors import MipnetError
 from ..synth import (
     ANNOTATION_FILE,
     IMAGE_DIR,
@@ -61,6 +62,16 @@ def synth(
     layouts: Path | None = typer.Option(
         None, help="COCO or CrowdPose keypoint file: re-enact its people's boxes and poses"),
     max_size: int = typer.Option(800, help="cap on the longer side of layout-sized images"),
+    real_people: list[Path] = typer.Option(
+        [], help="paste real people cut out of this COCO-format keypoint file (with "
+                 "segmentation masks); repeatable, one --real-images folder each"),
+    real_images: list[Path] = typer.Option([], help="the image folder of each --real-people"),
+    person_split: str = typer.Option("train", help="train or val: which people of "
+                                                   "--real-people (split by source person)"),
+    val_fraction: float = typer.Option(0.2, min=0.0, max=0.95,
+                                       help="share of the source people in the val split"),
+    backgrounds: Path | None = typer.Option(
+        None, help="folder of real photos without people, used as half the backgrounds"),
     image_format: str = typer.Option("jpg", "--format", help="jpg or png"),
     workers: int = typer.Option(0, help="processes (0: one per CPU core)"),
     video: bool = typer.Option(False, "--video", help="write walking-crowd MP4 clips instead"),
@@ -72,8 +83,11 @@ def synth(
     """Generate rendered people in occluded crowds with exact COCO-17 ground truth.
 
     Images: OUT/images/*.jpg and OUT/annotations.json. Videos (--video): OUT/clip_NNN.mp4,
-    each with OUT/clip_NNN.json (one image entry per frame, track_id per person).
+    each with OUT/clip_NNN.json (one image entry per frame, track_id per person). With
+    --real-people, the people are real ones cut out of annotated photos by their masks.
     """
+    if video and real_people:
+        raise MipnetError("--real-people makes images, not videos: leave out --video")
     n_workers = workers if workers > 0 else (os.cpu_count() or 1)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeRemainingColumn())
@@ -100,7 +114,10 @@ def synth(
         num_images=num_images, seed=seed, width=width, height=height, min_people=min_people,
         max_people=max_people, overlap=overlap, scale_range=(min_scale, max_scale),
         distractors=distractors, min_visible=min_visible,
-        layouts=str(layouts) if layouts else None, max_size=max_size, image_format=image_format)
+        layouts=str(layouts) if layouts else None, max_size=max_size, image_format=image_format,
+        real_people=tuple(map(str, real_people)), real_images=tuple(map(str, real_images)),
+        person_split=person_split, val_fraction=val_fraction,
+        backgrounds=str(backgrounds) if backgrounds else None)
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("rendering", total=num_images)
         stats = generate_dataset(out, config, workers=min(n_workers, num_images),

@@ -16,9 +16,11 @@ import cv2
 import numpy as np
 
 from ..errors import MipnetError
+from ..images import expand_inputs, read_image
 from ..io import atomic_path, write_json
 from ..keypoints import COCO17, KeypointSet
 from .background import background
+from .composite import Cutout, composite_scene, load_cutouts
 from .layouts import LayoutImage, layout_figures, load_layouts
 from .scene import (
     PersonTruth,
@@ -54,6 +56,14 @@ class SynthConfig:
     max_size: int | None = 800  # cap on the longer side of layout-sized images
     image_format: str = "jpg"
     jpeg_quality: int = 92
+    # Crowds of real people (see composite.py): COCO-format keypoint files with segmentation
+    # and their image folders, pairwise; the person split to draw from; optional folder of
+    # person-free real photos used as backgrounds for half the images.
+    real_people: tuple[str, ...] = ()
+    real_images: tuple[str, ...] = ()
+    person_split: str = "train"
+    val_fraction: float = 0.2
+    backgrounds: str | None = None
 
     def validate(self) -> None:
         """Raise MipnetError for settings that cannot work."""
@@ -75,6 +85,12 @@ class SynthConfig:
             problems.append("--min-visible must be between 0 and 1")
         if self.max_size is not None and self.max_size < 32:
             problems.append("--max-size must be at least 32")
+        if len(self.real_people) != len(self.real_images):
+            problems.append("give one --real-images folder for each --real-people file")
+        if self.real_people and self.layouts:
+            problems.append("--real-people and --layouts are two kinds of scene: give one")
+        if not 0.0 <= self.val_fraction < 1.0:
+            problems.append("--val-fraction must be in [0, 1)")
         if problems:
             raise MipnetError("; ".join(problems))
 
@@ -225,11 +241,31 @@ class SampleRenderer:
         self.config = config
         self.layouts = layouts
         self.order = _layout_order(config.seed, len(layouts[0])) if layouts else None
+        self.cutouts: list[Cutout] = []
+        for ann, images in zip(config.real_people, config.real_images, strict=True):
+            self.cutouts += load_cutouts(ann, images, config.person_split, config.val_fraction)
+        if config.real_people and len(self.cutouts) < max(1, config.max_people):
+            raise MipnetError(f"only {len(self.cutouts)} people of the {config.person_split} "
+                              f"split can be cut out of {', '.join(config.real_people)} "
+                              f"(need at least --max-people {config.max_people})")
+        self.backgrounds = (sorted(expand_inputs([config.backgrounds]))
+                            if config.backgrounds else [])
 
     def render(self, index: int) -> Scene:
         """The scene of one sample, people below min_visible already removed."""
         cfg = self.config
         rng = np.random.default_rng([cfg.seed, index])
+        if self.cutouts:
+            n = int(rng.integers(cfg.min_people, cfg.max_people + 1))
+            base = None
+            if self.backgrounds and rng.random() < 0.5:
+                photo = read_image(self.backgrounds[int(rng.integers(len(self.backgrounds)))])
+                base = cv2.resize(photo, (cfg.width, cfg.height), interpolation=cv2.INTER_AREA)
+            scene = composite_scene(rng, self.cutouts, cfg.width, cfg.height, n, cfg.overlap,
+                                    cfg.scale_range, base)
+            scene.image = camera_effects(rng, scene.image)
+            scene.people = keep_visible(scene.people, cfg.min_visible)
+            return scene
         if self.layouts is not None:
             images, kset = self.layouts
             layout = images[int(self.order[index % len(images)])].scaled(cfg.max_size)
