@@ -12,8 +12,8 @@ import pytest
 from mipnet_cli.cli import run_app
 from mipnet_cli.errors import MipnetError
 from mipnet_cli.synth import SynthConfig
-from mipnet_cli.synth.dataset import SampleRenderer
 from mipnet_cli.synth.composite import body_fraction, composite_scene, load_cutouts
+from mipnet_cli.synth.dataset import SampleRenderer
 
 
 @pytest.fixture(scope="module")
