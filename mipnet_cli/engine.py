@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .errors import MipnetError
-from .geometry import IMAGENET_MEAN, IMAGENET_STD, box_to_center_scale, warp_crops
+from .geometry import box_to_center_scale, warp_crops
 from .keypoints import KeypointSet, get_keypoint_set
 from .merge import box_areas, merge_instances
 from .models import PoseNet, instance_lambdas
@@ -125,17 +125,8 @@ class PoseEstimator:
                           std=self.model.input_std)
 
     def from_imagenet(self, crops: torch.Tensor) -> torch.Tensor:
-        """Crops normalised with ImageNet statistics (as the datasets give them) -> normalised
-        as this network expects."""
-        mean, std = self.model.input_mean, self.model.input_std
-        if (tuple(mean), tuple(std)) == (IMAGENET_MEAN, IMAGENET_STD):
-            return crops
-
-        def column(v):
-            return torch.tensor(v, dtype=crops.dtype, device=crops.device).view(1, 3, 1, 1)
-
-        rgb01 = crops * column(IMAGENET_STD) + column(IMAGENET_MEAN)
-        return (rgb01 - column(mean)) / column(std)
+        """Crops normalised with ImageNet statistics -> as this network expects them."""
+        return self.model.from_imagenet(crops)
 
     @torch.no_grad()
     def infer(self, crops: torch.Tensor) -> torch.Tensor:

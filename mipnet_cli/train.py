@@ -25,8 +25,7 @@ from .engine import EngineOptions, PoseEstimator, pick_device
 from .errors import MipnetError
 from .hardware import cpu_model
 from .io import atomic_path
-from .losses import multi_instance_loss
-from .models import PoseNet, build_model, instance_lambdas
+from .models import MIMB, PoseNet, build_model, instance_lambdas
 from .validation import evaluate_predictions, predict_dataset
 
 
@@ -138,14 +137,15 @@ class _AllInstances(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor, lams: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_multi(x, lams)
+    def forward(self, x: torch.Tensor, lams: torch.Tensor):
+        return self.model.train_outputs(x, lams)
 
 
-def initialise(model: PoseNet, path: str | Path) -> tuple[int, int]:
+def initialise(model: PoseNet, path: str | Path) -> tuple[int, int, bool]:
     """Copy every tensor whose name and shape match (pose or ImageNet checkpoints).
 
-    Returns (loaded, left fresh). MIMB layers of a single-instance checkpoint start fresh.
+    Returns (loaded, left fresh, whether every MIMB tensor was left fresh). MIMB layers of a
+    single-instance checkpoint start fresh.
     """
     path = Path(path)
     if not path.is_file():
@@ -162,7 +162,18 @@ def initialise(model: PoseNet, path: str | Path) -> tuple[int, int]:
     if not matched:
         raise MipnetError(f"{path}: no tensor matches {model.config.name or model.config.arch}")
     model.load_state_dict(matched, strict=False)
-    return len(matched), len(own) - len(matched)
+    mimb_keys = [k for k in own if any(isinstance(m, MIMB) for m in _owners(model, k))]
+    return (len(matched), len(own) - len(matched),
+            bool(mimb_keys) and not any(k in matched for k in mimb_keys))
+
+
+def _owners(model: nn.Module, key: str) -> list[nn.Module]:
+    """The modules on the path of a state-dict key."""
+    out, module = [], model
+    for part in key.split(".")[:-1]:
+        module = getattr(module, part)
+        out.append(module)
+    return out
 
 
 def hardware_summary(device: torch.device, amp_dtype: torch.dtype | None) -> str:
@@ -322,6 +333,8 @@ class Trainer(EpochTrainer):
         self.init_report = None
         if config.init:
             self.init_report = initialise(self.model, config.init)
+            if self.init_report[2]:  # the checkpoint had no MIMBs: start them as the identity
+                self.model.neutral_mimbs()
         self.net: nn.Module = _AllInstances(self.model)
         if self.world > 1:
             self.net = nn.parallel.DistributedDataParallel(
@@ -376,18 +389,20 @@ class Trainer(EpochTrainer):
         task = progress.add_task(f"epoch {self.epoch + 1}/{c.epochs}", total=steps,
                                  loss=float("nan"), rate=0.0) if progress else None
         total, count, start = 0.0, 0, time.perf_counter()
-        for step, (images, targets, weights, _) in enumerate(loader):
+        for step, (images, targets, weights, meta) in enumerate(loader):
             if step >= steps:
                 break
             if stop_after is not None and step >= stop_after:
                 raise KeyboardInterrupt
-            images = images.to(self.device, non_blocking=True)
+            images = self.model.from_imagenet(images.to(self.device, non_blocking=True))
             targets = targets.to(self.device, non_blocking=True)
             weights = weights.to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, dtype=self.amp_dtype,
                                 enabled=self.amp_dtype is not None):
                 outputs = self.net(images, self.lambdas)
-            loss = multi_instance_loss(outputs.float(), targets, weights)
+            loss = self.model.train_loss(outputs, targets, weights, {
+                k: meta[k].to(self.device) for k in ("joints", "joints_vis", "context_joints",
+                                                     "context_vis")})
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if c.grad_clip:

@@ -110,3 +110,52 @@ def test_eval_scores_a_results_file_and_runs_the_detector(realdata_dir: Path,
     bad.write_text('{"not": "a list"}')
     assert run_app(["eval", str(ann), "--results", str(bad)]) == 2
     assert "expected a COCO keypoint results list" in capsys.readouterr().err
+
+
+def test_movenet_training_targets_decode_back_to_the_joints() -> None:
+    """Maps that hold exactly what the training loss asks for decode to the training joints,
+    and score a lower loss than the same maps a cell off: train targets and decoding agree."""
+    from mipnet_cli.data.targets import generate_targets
+    from mipnet_cli.models.movenet import decode_movenet
+
+    model = build_model("movenet_lightning")
+    s, h = 192, 48
+    rng = np.random.default_rng(0)
+    joints = rng.uniform(40, 150, (1, 1, 17, 2))
+    vis = np.ones((1, 1, 17))
+    targets, weights = generate_targets(joints[0], vis[0], (s, s), (h, h), 2.0)
+    j = (torch.tensor(joints[0, 0], dtype=torch.float32) + 0.5) / 4  # cells
+    centre = j.mean(0).floor()
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(h), indexing="ij")
+    centre_map = ((ys == centre[1]) & (xs == centre[0])).float()
+    reg = torch.stack([j[:, 1, None, None] - ys, j[:, 0, None, None] - xs], 1).reshape(34, h, h)
+    maps = {"center": centre_map[None, None], "kpt_heatmap": torch.tensor(targets),
+            "kpt_regress": reg[None], "kpt_offset": reg[None].clone()}
+    decoded = decode_movenet(maps, s)[0]
+    # Up to the published float16 decoding scale (1/48 is stored 2.5e-4 off).
+    np.testing.assert_allclose(decoded[:, :2].numpy(), joints[0, 0], rtol=3e-4, atol=1e-3)
+    meta = {"joints": torch.tensor(joints, dtype=torch.float32), "joints_vis": torch.tensor(vis),
+            "context_joints": torch.zeros(1, 2, 17, 2), "context_vis": torch.zeros(1, 2, 17)}
+    args = (torch.tensor(targets)[None], torch.tensor(weights)[None], meta)
+    exact = model.train_loss(maps, *args)
+    shifted = {**maps, "kpt_offset": maps["kpt_offset"] + 1.0}
+    assert exact < model.train_loss(shifted, *args)
+
+
+def test_fresh_mimbs_start_as_the_pretrained_network() -> None:
+    """MIPNet-MoveNet initialised from the converted single-instance network: both instances
+    start as that network (MIMBs neutral, exactly compensated), and each λ then learns."""
+    from mipnet_cli.train import initialise
+
+    single = PoseEstimator.from_checkpoint(LIGHTNING, EngineOptions(flip_test=False), "cpu").model
+    multi = build_model("movenet_lightning", num_instances=2)
+    loaded, fresh, neutral = initialise(multi, LIGHTNING)
+    assert neutral and fresh > 0
+    multi.neutral_mimbs()
+    multi.eval()
+    x = torch.rand(2, 3, 192, 192) * 255
+    with torch.no_grad():
+        ref = single.forward_multi(x)
+        both = multi.forward_multi(x)
+    assert torch.allclose(both[:, 0], ref[:, 0], atol=1e-2)
+    assert torch.allclose(both[:, 1], ref[:, 0], atol=1e-2)

@@ -53,8 +53,9 @@ def train(
         console.print(f"resumed at epoch {trainer.epoch} from {trainer.state_path}")
     if trainer.rank == 0:
         if trainer.init_report:
-            loaded, fresh = trainer.init_report
-            console.print(f"initialised {loaded} tensors from {cfg.init}; {fresh} start fresh")
+            loaded, fresh, neutral = trainer.init_report
+            console.print(f"initialised {loaded} tensors from {cfg.init}; {fresh} start fresh"
+                          + (" (MIMBs as the identity)" if neutral else ""))
         console.print(f"training {cfg.arch} N={cfg.instances} on {len(trainer.train_set)} "
                       f"samples ({trainer.keypoints.name}) on {trainer.device}, "
                       f"{trainer.world} process(es)")

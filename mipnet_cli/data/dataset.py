@@ -29,6 +29,7 @@ from .augment import AugmentConfig, CropParams, apply_crop, color_jitter, sample
 from .targets import generate_targets
 
 MIN_JOINTS_IN_CROP = 3  # an instance needs more joints than this inside the crop
+MAX_CONTEXT = 12  # other people of the image whose joints a sample carries
 
 
 def load_coco_json(path: str | os.PathLike) -> dict:
@@ -94,6 +95,7 @@ class PersonRecord:
     vis: np.ndarray  # (K,) float64, 0 or 1
     score: float = 1.0
     neighbours: tuple[int, ...] = field(default_factory=tuple)  # record indices, nearest first
+    others: tuple[int, ...] = field(default_factory=tuple)  # every other person of the image
 
 
 class KeypointDataset(Dataset):
@@ -208,13 +210,15 @@ class KeypointDataset(Dataset):
     def _link_neighbours(self, records: list[PersonRecord], first: int) -> None:
         """For each person of one image, the other people by box-centre distance (stable)."""
         people = records[first:]
-        if len(people) < 2 or self.num_instances < 2:
+        if len(people) < 2:
             return
         centers = np.stack([r.center for r in people])  # float32, as the official distances
         d = ((centers[:, None, :] - centers[None, :, :]) ** 2).sum(-1)
         for i, rec in enumerate(people):
             order = [j for j in np.argsort(d[i], kind="stable") if j != i]
-            rec.neighbours = tuple(first + int(j) for j in order[: self.num_instances - 1])
+            rec.others = tuple(first + int(j) for j in order[:MAX_CONTEXT])
+            if self.num_instances > 1:
+                rec.neighbours = tuple(first + int(j) for j in order[: self.num_instances - 1])
 
     def _detection_records(self, path: Path, threshold: float) -> list[PersonRecord]:
         if not path.is_file():
@@ -291,9 +295,21 @@ class KeypointDataset(Dataset):
             )
         else:
             crop = CropParams(center=rec.center.copy(), scale=rec.scale.copy())
-        patch, joints, vis, _ = apply_crop(
-            image, joints, vis, crop, self.keypoint_set, self.image_size
+        # Every other person of the image rides along (for families whose heads see all the
+        # people of a crop, e.g. MoveNet's joint heatmaps), padded to MAX_CONTEXT.
+        others = [self.records[j] for j in rec.others]
+        k = self.keypoint_set.num_joints
+        context = np.zeros((MAX_CONTEXT, k, 2), np.float64)
+        context_vis = np.zeros((MAX_CONTEXT, k), np.float64)
+        for i, p in enumerate(others):
+            context[i], context_vis[i] = p.joints, p.vis
+        n = len(people)
+        patch, moved, moved_vis, _ = apply_crop(
+            image, np.concatenate([joints, context]), np.concatenate([vis, context_vis]), crop,
+            self.keypoint_set, self.image_size
         )
+        joints, vis = moved[:n], moved_vis[:n]
+        context, context_vis = moved[n:], moved_vis[n:]
         if self.train and self.augment.color_jitter > 0:
             patch = color_jitter(patch, self.augment.color_jitter, rng)
 
@@ -316,6 +332,8 @@ class KeypointDataset(Dataset):
             "fallback": torch.from_numpy(fallback),
             "joints": torch.from_numpy(joints.astype(np.float32)),
             "joints_vis": torch.from_numpy(vis.astype(np.float32)),
+            "context_joints": torch.from_numpy(context.astype(np.float32)),
+            "context_vis": torch.from_numpy(context_vis.astype(np.float32)),
             "center": torch.from_numpy(crop.center.astype(np.float32)),
             "scale": torch.from_numpy(crop.scale.astype(np.float32)),
             "rotation": float(crop.rotation),

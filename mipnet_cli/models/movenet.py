@@ -188,6 +188,117 @@ class MoveNet(KeypointPoseNet):
     def tail(self, feats: list[torch.Tensor], lam: torch.Tensor | None) -> torch.Tensor:
         return decode_movenet(self.head_maps(feats, lam), self.config.image_size[0])
 
+    @torch.no_grad()
+    def neutral_mimbs(self) -> None:
+        """Fresh MIMBs gate every channel by the same constant g (excitation weights zero:
+        0.5; λ embedding: 0.993 for every λ), and the convolution feeding each MIMB is scaled
+        by 1/g (exact: a 1×1 convolution, or one followed by ReLU), so the network starts as
+        the pretrained single-instance one and both instances start equal."""
+        pairs = []
+        if self.lateral_mimbs is not None:
+            pairs += list(zip(self.lateral_mimbs.se_layers, self.laterals, strict=True))
+        if self.output_mimb is not None:
+            pairs.append((self.output_mimb, self.fpn[-1].pointwise))
+        for mimb, conv in pairs:
+            mimb.fc[2].weight.zero_()
+            last = mimb.fc_lambda[3]
+            last.weight.zero_()
+            last.bias.fill_(5.0)
+            gate = 0.5 * torch.sigmoid(torch.tensor(5.0)).item()
+            conv.weight.div_(gate)
+            conv.bias.div_(gate)
+
+    def train_outputs(self, x: torch.Tensor, lams: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The head maps of every crop and λ, (B·L, C, S/4, S/4), instance-major per crop."""
+        b, n = x.shape[0], lams.shape[0]
+        feats = self.trunk(x)
+        lam = None
+        if self.lateral_mimbs is not None or self.output_mimb is not None:
+            feats = [f.repeat_interleave(n, dim=0) for f in feats]
+            lam = lams.to(x.dtype).repeat(b, 1)
+        maps = self.head_maps(feats, lam)
+        if lam is None and n > 1:  # no MIMB: every λ sees the same maps
+            maps = {k: v.repeat_interleave(n, dim=0) for k, v in maps.items()}
+        return maps
+
+    def train_loss(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor,
+                   weights: torch.Tensor, meta: dict[str, torch.Tensor]) -> torch.Tensor:
+        """CenterNet-style losses on MoveNet's heads, keeping MoveNet's division of labour:
+        the centre heatmap and the regressions from it belong to the person λ selects (the
+        instance's target), the joint heatmaps and offsets to every person in the crop (the
+        decoding picks the joints near the regressed ones). Focal loss on the two heatmaps,
+        L1 on regressions and offsets (labelled joints only), averaged over crops and λ."""
+        joints, visible = meta["joints"], meta["joints_vis"]
+        b, n, k = visible.shape
+        h = outputs["center"].shape[-1]
+        cell = self.config.image_size[0] / h
+        j = (joints.reshape(b * n, k, 2).float() + 0.5) / cell  # the instance's joints, cells
+        v = (visible.reshape(b * n, k) > 0).float()
+        centre = (j * v[..., None]).sum(1) / v.sum(1).clamp(min=1)[:, None]
+        centre_cell = centre.floor().clamp(0, h - 1)
+        ys, xs = _grid(h, h, j.device)
+        sigma = 1.0 + 0.04 * h
+        d2 = (ys - centre_cell[:, 1, None, None]) ** 2 + (xs - centre_cell[:, 0, None, None]) ** 2
+        centre_target = torch.exp(-d2 / (2 * sigma**2))[:, None] * (v.sum(1) > 0).float().view(
+            -1, 1, 1, 1)
+        # Everyone in the crop: the instances' people and the context, per crop.
+        everyone = torch.cat([joints, meta["context_joints"]], 1).float()  # (B, N + M, K, 2)
+        seen = torch.cat([visible, meta["context_vis"]], 1) > 0
+        all_j = (everyone + 0.5) / cell
+        heat = _gaussians(all_j, seen.float(), h, 2.0).amax(1)  # (B, K, h, w)
+        heat = heat.repeat_interleave(n, dim=0)
+        loss = _focal(outputs["center"].float(), centre_target, torch.ones_like(centre_target))
+        loss = loss + _focal(outputs["kpt_heatmap"].float(), heat, torch.ones_like(heat))
+        # Regressions and offsets are learnt on the 3×3 cells around each peak: decoding may
+        # pick a neighbour of the peak (its distance weighting), and then reads that cell.
+        loss = loss + _cell_l1(outputs["kpt_regress"], centre_cell[:, None, None].expand(
+            -1, 1, k, -1), j[:, None], v[:, None])
+        all_j = all_j.repeat_interleave(n, dim=0)  # (B·N, P, K, 2): every λ sees everyone
+        return loss + _cell_l1(outputs["kpt_offset"], all_j.floor().clamp(0, h - 1), all_j,
+                               seen.repeat_interleave(n, dim=0).float())
+
+
+def _gaussians(joints: torch.Tensor, seen: torch.Tensor, size: int, sigma: float
+               ) -> torch.Tensor:
+    """(B, P, K, size, size) Gaussian peaks (value 1 at the joint's cell) of labelled joints."""
+    ys, xs = _grid(size, size, joints.device)
+    cells = joints.floor()
+    d2 = ((ys - cells[..., 1, None, None]) ** 2 + (xs - cells[..., 0, None, None]) ** 2)
+    return torch.exp(-d2 / (2 * sigma**2)) * seen[..., None, None]
+
+
+def _cell_l1(maps: torch.Tensor, cells: torch.Tensor, joints: torch.Tensor, v: torch.Tensor
+             ) -> torch.Tensor:
+    """L1 between the (dy, dx) that `maps` (R, 2K, h, w) hold for joint j at the 3×3 cells
+    around `cells[:, p, j]` (R, P, K, 2; x, y) and joint j of person p relative to those
+    cells, labelled joints (`v`, (R, P, K)) only: the centre's cells for the regressions,
+    each joint's own for the offsets."""
+    r, p, k = v.shape
+    h, w = maps.shape[-2:]
+    rows = torch.arange(r, device=maps.device).view(r, 1, 1)
+    ids = torch.arange(k, device=maps.device).view(1, 1, k)
+    flat = maps.float().view(r, k, 2, h, w)
+    total = maps.new_zeros((), dtype=torch.float32)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            cy = (cells[..., 1] + dy).clamp(0, h - 1).long()
+            cx = (cells[..., 0] + dx).clamp(0, w - 1).long()
+            pred = flat[rows, ids, :, cy, cx]  # (R, P, K, 2)
+            target = torch.stack([joints[..., 1] - cy, joints[..., 0] - cx], -1)
+            total = total + ((pred - target).abs().sum(-1) * v).sum()
+    return total / (9 * v.sum().clamp(min=1))
+
+
+def _focal(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+           alpha: float = 2.0, beta: float = 4.0) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss on sigmoid maps with Gaussian targets, summed
+    and divided by the number of peaks (target ≈ 1)."""
+    p = pred.clamp(1e-4, 1 - 1e-4)
+    peak = (target > 0.99).float()
+    pos = -(1 - p) ** alpha * torch.log(p) * peak
+    neg = -((1 - target) ** beta) * p**alpha * torch.log(1 - p) * (1 - peak)
+    return ((pos + neg) * weight).sum() / (peak * weight).sum().clamp(min=1)
+
 
 def _grid(h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     ys = torch.arange(h, device=device, dtype=torch.float32).view(h, 1).expand(h, w)

@@ -103,6 +103,36 @@ class PoseNet(nn.Module):
         """Fold the outputs for horizontally mirrored crops into `out` (flip test)."""
         return flip_average(out, flipped, flip_pairs)
 
+    def from_imagenet(self, x: torch.Tensor) -> torch.Tensor:
+        """Crops normalised with ImageNet statistics (as the datasets give them) -> normalised
+        as this network expects."""
+        if (tuple(self.input_mean), tuple(self.input_std)) == (IMAGENET_MEAN, IMAGENET_STD):
+            return x
+
+        def column(v: Sequence[float]) -> torch.Tensor:
+            return torch.tensor(v, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+
+        rgb01 = x * column(IMAGENET_STD) + column(IMAGENET_MEAN)
+        return (rgb01 - column(self.input_mean)) / column(self.input_std)
+
+    def neutral_mimbs(self) -> None:
+        """Make fresh MIMBs start as the identity on a pretrained single-instance network
+        (families that can do so exactly; the default leaves them as initialised)."""
+
+    def train_outputs(self, x: torch.Tensor, lams: torch.Tensor):
+        """What the training loss needs for crops x and every λ (here: heatmaps)."""
+        return self.forward_multi(x, lams)
+
+    def train_loss(self, outputs, targets: torch.Tensor, weights: torch.Tensor,
+                   meta: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The training loss of `train_outputs` against the dataset's heatmap targets (B, N,
+        K, h, w) and weights (B, N, K, 1), or its `meta`: each instance's joints (B, N, K, 2)
+        in crop pixels and `joints_vis` (B, N, K), every other person's `context_joints`
+        (B, M, K, 2) and `context_vis`. Here MIPNet's multi-instance heatmap MSE."""
+        from ..losses import multi_instance_loss
+
+        return multi_instance_loss(outputs.float(), targets, weights)
+
     def decode(self, out: torch.Tensor, centers: np.ndarray, scales: np.ndarray,
                dark: bool = False) -> np.ndarray:
         """(B, L, ...) outputs of crops with `centers`/`scales` (B, 2) -> (B, L, K, 3) keypoints
