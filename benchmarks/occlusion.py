@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mipnet_cli.data import KeypointDataset  # noqa: E402
-from mipnet_cli.detector import PersonDetector  # noqa: E402
+from mipnet_cli.detector import open_detector  # noqa: E402
 from mipnet_cli.detector_train import detect_dataset  # noqa: E402
 from mipnet_cli.engine import EngineOptions, PoseEstimator  # noqa: E402
 from mipnet_cli.io import atomic_path, write_json  # noqa: E402
@@ -47,7 +47,7 @@ from mipnet_cli.validation import (  # noqa: E402
     evaluate_predictions,
     predict_dataset,
 )
-from mipnet_cli.weights import default_entry  # noqa: E402
+from mipnet_cli.weights import get_entry  # noqa: E402
 
 DATA = ROOT / "data" / "synth"
 METRICS = ("AP", "AP50", "AP75", "AR")
@@ -100,13 +100,12 @@ def dropout_boxes(ann_file: Path, out: Path) -> dict:
 
 def detector_boxes(ann_file: Path, images: Path, out: Path, score_thresh: float = 0.05) -> dict:
     """A detection file from the shipped synthetic person detector. Returns counts."""
-    entry = default_entry("detector")
-    path = entry.local_path() if entry is not None else None
+    entry = get_entry("detector-synth-person")
+    path = entry.local_path()
     if path is None:
         raise SystemExit("the shipped detector (weights/detector_synth_person.safetensors) is "
                          "missing")
-    detector = PersonDetector(entry.builder, weights_path=path, score_thresh=score_thresh,
-                              device="cpu")
+    detector = open_detector(entry.builder, path, score_thresh=score_thresh, device="cpu")
     _, dets = detect_dataset(detector, ann_file, images)
     write_json(out, dets)
     return {"boxes": len(dets), "score_thresh": score_thresh, "detector": entry.name}
