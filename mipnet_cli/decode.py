@@ -97,11 +97,17 @@ def decode_heatmaps(
     return preds, maxvals
 
 
-def flip_back(heatmaps: torch.Tensor, flip_pairs: Sequence[Sequence[int]]) -> torch.Tensor:
-    """Undo a horizontal input flip: mirror the width axis, swap the left/right joint channels."""
-    perm = list(range(heatmaps.shape[-3]))
+def flip_permutation(num_joints: int, flip_pairs: Sequence[Sequence[int]]) -> list[int]:
+    """Joint order of a mirrored pose: each left/right pair swapped."""
+    perm = list(range(num_joints))
     for a, b in flip_pairs:
         perm[a], perm[b] = b, a
+    return perm
+
+
+def flip_back(heatmaps: torch.Tensor, flip_pairs: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Undo a horizontal input flip: mirror the width axis, swap the left/right joint channels."""
+    perm = flip_permutation(heatmaps.shape[-3], flip_pairs)
     return heatmaps.flip(-1)[..., perm, :, :]
 
 

@@ -16,7 +16,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..decode import decode_dark, decode_heatmaps, flip_average, heatmap_to_image
+from ..decode import (
+    decode_dark,
+    decode_heatmaps,
+    flip_average,
+    flip_permutation,
+    heatmap_to_image,
+)
 from ..geometry import IMAGENET_MEAN, IMAGENET_STD
 from .config import ModelConfig
 
@@ -33,6 +39,12 @@ def instance_lambdas(num_instances: int) -> torch.Tensor:
 def soft_lambda(a: float) -> torch.Tensor:
     """The soft selector [a, 1 - a] that interpolates between the two instances."""
     return torch.tensor([[a, 1.0 - a]])
+
+
+def per_instance(centers: np.ndarray, scales: np.ndarray, n: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Each box's centre and scale (B, 2) repeated for its n instances: (B, n, 2) each."""
+    return (np.repeat(centers[:, None], n, axis=1), np.repeat(scales[:, None], n, axis=1))
 
 
 class PoseNet(nn.Module):
@@ -137,9 +149,7 @@ class PoseNet(nn.Module):
                dark: bool = False) -> np.ndarray:
         """(B, L, ...) outputs of crops with `centers`/`scales` (B, 2) -> (B, L, K, 3) keypoints
         (x, y, confidence) in image pixels."""
-        n = out.shape[1]
-        c = np.repeat(centers[:, None], n, axis=1)
-        s = np.repeat(scales[:, None], n, axis=1)
+        c, s = per_instance(centers, scales, out.shape[1])
         preds, maxvals = (decode_dark if dark else decode_heatmaps)(out, c, s)
         return torch.cat([preds, maxvals], dim=-1).cpu().numpy()
 
@@ -155,18 +165,13 @@ class KeypointPoseNet(PoseNet):
     def flip_merge(self, out: torch.Tensor, flipped: torch.Tensor,
                    flip_pairs: Sequence[Sequence[int]]) -> torch.Tensor:
         """Average with the mirrored crop's keypoints: x mirrored, left/right joints swapped."""
-        perm = list(range(out.shape[-2]))
-        for a, b in flip_pairs:
-            perm[a], perm[b] = b, a
-        mirrored = flipped[..., perm, :].clone()
+        mirrored = flipped[..., flip_permutation(out.shape[-2], flip_pairs), :].clone()
         mirrored[..., 0] = self.config.image_size[1] - 1 - mirrored[..., 0]
         return (out + mirrored) / 2
 
     def decode(self, out: torch.Tensor, centers: np.ndarray, scales: np.ndarray,
                dark: bool = False) -> np.ndarray:
-        n = out.shape[1]
-        c = np.repeat(centers[:, None], n, axis=1)
-        s = np.repeat(scales[:, None], n, axis=1)
+        c, s = per_instance(centers, scales, out.shape[1])
         h, w = self.config.image_size
         xy = heatmap_to_image(out[..., :2].float(), c, s, (w, h))
         return torch.cat([xy, out[..., 2:].float()], dim=-1).cpu().numpy()
