@@ -66,12 +66,25 @@ class DetectorBoxes:
 class TableBoxes:
     """Person boxes looked up by image id (a detection-results file or ground-truth boxes)."""
 
-    def __init__(self, table: dict[int, list[Box]], source: str) -> None:
+    def __init__(self, table: dict[int, list[Box]], source: str, path: str = "") -> None:
         self.table = table
         self.source = source  # "file" | "gt"
+        self.path = path
 
     def boxes(self, images: Sequence[np.ndarray], image_ids: Sequence[int]) -> list[list[Box]]:
         return [list(self.table.get(i, [])) for i in image_ids]
+
+    def check_matches(self, image_ids: Sequence[int], what: str = "images") -> str:
+        """How many of `image_ids` the table knows, as a line to show; MipnetError when it
+        knows none of them (the ids of the file and of the inputs do not correspond)."""
+        matched = sum(i in self.table for i in image_ids)
+        if image_ids and not matched:
+            known = sorted(self.table)
+            sample = ", ".join(map(str, known[:5])) + (", ..." if len(known) > 5 else "")
+            raise MipnetError(f"{self.path}: none of its image ids ({sample or 'none'}) is one "
+                              f"of the {len(image_ids)} {what} (ids {min(image_ids)} to "
+                              f"{max(image_ids)}); nothing to do")
+        return f"boxes from {self.path} for {matched} of {len(image_ids)} {what}"
 
 
 BoxSource = DetectorBoxes | TableBoxes
@@ -115,9 +128,10 @@ def box_source(*, boxes: str | os.PathLike | None = None, gt: str | os.PathLike 
     if boxes is not None and (detector is not None or detector_weights is not None):
         raise MipnetError("a box file and a detector are two box sources: give only one")
     if boxes is not None:
-        return TableBoxes(load_box_file(boxes, score_thresh=det_thresh or 0.0), "file")
+        return TableBoxes(load_box_file(boxes, score_thresh=det_thresh or 0.0), "file",
+                          str(boxes))
     if gt is not None and detector is None and detector_weights is None:
-        return TableBoxes(load_gt_boxes(gt), "gt")
+        return TableBoxes(load_gt_boxes(gt), "gt", str(gt))
     return detector_boxes(detector, detector_weights, 0.5 if det_thresh is None else det_thresh,
                           det_nms, pick_device(device))
 
@@ -239,6 +253,13 @@ class Annotator:
                     owner[image_id] = path
             out.append(image_id)
         return out
+
+    def check_box_matches(self, paths: Sequence[Path]) -> str | None:
+        """With a box table: how many of the images it has boxes for (MipnetError if none)."""
+        if not isinstance(self.box_source, TableBoxes):
+            return None
+        ids = [i for i in self.assign_ids(paths) if isinstance(i, int)]
+        return self.box_source.check_matches(ids)
 
     def run(self, paths: Sequence[str | os.PathLike]) -> Iterator[ImagePoses | ImageFailure]:
         """Poses (or a failure) for each path, in input order."""

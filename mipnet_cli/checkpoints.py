@@ -17,10 +17,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import MipnetError
+from .errors import MipnetError, torch_load_message
 from .io import atomic_path
-from .keypoints import keypoint_set_for
-from .models import ModelConfig, PoseNet, StageSpec, build_from_config
+from .keypoints import get_keypoint_set, keypoint_set_for
+from .models import ModelConfig, PoseNet, StageSpec, build_from_config, check_config
 from .models.resnet import RESNET_SPECS
 
 FORMAT_TAG = "mipnet-checkpoint"
@@ -76,12 +76,30 @@ def read_meta(path: str | Path) -> CheckpointMeta:
         raise MipnetError(f"{path}: not a readable safetensors file ({exc})") from None
     if metadata.get("format") != FORMAT_TAG:
         raise MipnetError(f"{path}: a safetensors file but not a mipnet checkpoint (no metadata)")
+    version = metadata.get("format_version", "")
+    if not version.isdigit() or int(version) > int(FORMAT_VERSION):
+        raise MipnetError(f"{path}: checkpoint format_version {version!r}; this mipnet reads "
+                          f"versions up to {FORMAT_VERSION} (written by a newer mipnet?)")
     try:
         config = ModelConfig.from_dict(json.loads(metadata["config"]))
-        return CheckpointMeta(config, metadata.get("keypoints", "coco"),
+        meta = CheckpointMeta(config, metadata.get("keypoints", "coco"),
                               json.loads(metadata.get("provenance", "{}")))
-    except (KeyError, ValueError, TypeError) as exc:
-        raise MipnetError(f"{path}: damaged mipnet checkpoint metadata ({exc})") from None
+        check_meta(meta)
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise MipnetError(f"{path}: bad mipnet checkpoint metadata ({exc})") from None
+    return meta
+
+
+def check_meta(meta: CheckpointMeta) -> None:
+    """ValueError unless the metadata describes a buildable network whose joints are those of
+    its keypoint set."""
+    check_config(meta.config)
+    kps = get_keypoint_set(meta.keypoints)
+    if kps.num_joints != meta.config.num_joints:
+        raise ValueError(f"keypoint set {kps.name} has {kps.num_joints} joints, the network "
+                         f"{meta.config.num_joints}")
+    if not isinstance(meta.provenance, dict):
+        raise ValueError("provenance is not a JSON object")
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"):
@@ -124,6 +142,10 @@ def _load_strict(model: PoseNet, state: dict, path: Path) -> None:
     if missing or unexpected or wrong:
         raise MipnetError(f"{path}: weights do not fit the model: " + _describe_mismatch(
             missing, unexpected, wrong))
+    broken = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
+    if broken:
+        raise MipnetError(f"{path}: {len(broken)} weight tensors hold NaN or infinity (first: "
+                          f"{broken[0]}); the checkpoint is damaged")
     model.load_state_dict(state, strict=True)
 
 
@@ -154,11 +176,12 @@ def read_foreign_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], 
     `keypoint_head.` / `head.` prefixes.
     """
     path = Path(path)
+    if not path.is_file():
+        raise MipnetError(f"{path}: checkpoint file not found")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for bad files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MipnetError(f"{path}: cannot read as a PyTorch checkpoint ({first})") from None
+        raise MipnetError(f"{path}: {torch_load_message(exc)}") from None
     if not isinstance(blob, dict):
         raise MipnetError(f"{path}: expected a state dict, found {type(blob).__name__}")
     source_key = None
@@ -286,11 +309,13 @@ def import_checkpoint(
                                   if "final_layer.weight" in state else None)
         else:
             config = infer_config(state, size)
+        check_config(config)
+        kps = keypoints or keypoint_set_for(config.num_joints).name
+        check_meta(CheckpointMeta(config, kps))
     except (ValueError, KeyError) as exc:
         raise MipnetError(f"{path}: {exc}") from None
     model = build_from_config(config)
     _load_strict(model, state, path)
-    kps = keypoints or keypoint_set_for(config.num_joints).name
     meta = CheckpointMeta(config, kps, {
         "imported_from": path.name,
         "source_format": kind,

@@ -19,7 +19,7 @@ from torchvision.models import WeightsEnum
 
 from .detection import DetectorBase
 from .detector_models import PERSON_DETECTORS
-from .errors import MipnetError
+from .errors import MipnetError, torch_load_message
 from .io import atomic_path
 from .results import Box
 from .yolox_detector import (
@@ -142,8 +142,7 @@ def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
             return load_file(str(path)), info
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise MipnetError(f"{path}: not a readable weights file ({reason})") from None
+        raise MipnetError(f"{path}: {torch_load_message(exc)}") from None
     meta: dict[str, Any] = {}
     if isinstance(obj, dict):
         for key in ("model", "state_dict"):

@@ -81,10 +81,12 @@ def _run(make_eval, stat_names: tuple[str, ...]) -> dict[str, Any]:
     return metrics
 
 
-def _coco(cls: type, dataset: dict) -> Any:
-    """A COCO index over a private copy of the annotations (the evaluators write into them)."""
+def _coco(cls: type, dataset: dict, keypoint_set: KeypointSet) -> Any:
+    """A COCO index over a private copy of the annotations (the evaluators write into them);
+    a file without `categories` gets the keypoint set's person category."""
     coco = cls()
     coco.dataset = copy.deepcopy(dataset)
+    coco.dataset.setdefault("categories", [keypoint_set.coco_category()])
     coco.createIndex()
     return coco
 
@@ -113,7 +115,7 @@ def coco_keypoint_metrics(
         return _empty(COCO_METRIC_NAMES)
 
     def make_eval():
-        coco_gt = _coco(COCO, dataset)
+        coco_gt = _coco(COCO, dataset, keypoint_set)
         ev = COCOeval(coco_gt, coco_gt.loadRes(dts), "keypoints")
         ev.params.kpt_oks_sigmas = keypoint_set.sigmas_array
         return ev
@@ -143,7 +145,7 @@ def crowdpose_metrics(
         return _empty(CROWDPOSE_METRIC_NAMES)
 
     def make_eval():
-        coco_gt = _coco(COCO, dataset)
+        coco_gt = _coco(COCO, dataset, keypoint_set)
         return CrowdPoseEval(coco_gt, coco_gt.loadRes(dts), keypoint_set.sigmas_array)
 
     return _run(make_eval, CROWDPOSE_METRIC_NAMES)

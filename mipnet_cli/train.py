@@ -48,6 +48,8 @@ class TrainConfig:
     lr: float = 1e-3
     lr_steps: tuple[int, ...] = (170, 200)
     lr_factor: float = 0.1
+    mimb_lr_factor: float = 1.0  # the MIMBs' learning rate is lr × this (fresh on a pretrained net)
+    train_only: tuple[str, ...] = ()  # parameter-name prefixes that learn; the rest is frozen
     weight_decay: float = 0.0
     grad_clip: float | None = None
     amp: bool = True  # mixed precision: fp16 on CUDA, bf16 on CPUs with native bf16
@@ -68,7 +70,8 @@ class TrainConfig:
     def load(cls, path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
         """Read a TOML file (sections are only for grouping) and apply `key=value` overrides."""
         values = read_settings(cls, path, overrides, paths=cls.PATHS,
-                               tuples=("input_size", "lr_steps"), tables=("augment",))
+                               tuples=("input_size", "lr_steps", "train_only"),
+                               tables=("augment",))
         return cls(**values)
 
 
@@ -340,7 +343,7 @@ class Trainer(EpochTrainer):
             self.net = nn.parallel.DistributedDataParallel(
                 self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.lambdas = instance_lambdas(config.instances).to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr,
+        self.optimizer = torch.optim.Adam(_param_groups(self.model, config),
                                           weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
             self.optimizer, milestones=list(config.lr_steps), gamma=config.lr_factor)
@@ -446,6 +449,25 @@ class Trainer(EpochTrainer):
             save_checkpoint(self.out / f"{name}.safetensors", self.model, self.keypoints.name,
                             provenance)
         plot_curves(self.history, self.out / "curves.png")
+
+
+def _param_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
+    """Two Adam groups: the MIMBs at lr × mimb_lr_factor, everything else at lr; with
+    `train_only`, the parameters outside those prefixes are frozen and left out."""
+    if config.train_only:
+        chosen = [n for n, _ in model.named_parameters() if n.startswith(config.train_only)]
+        if not chosen:
+            raise MipnetError(f"train_only {list(config.train_only)}: no parameter of "
+                              f"{config.arch} has such a name")
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith(config.train_only))
+    mimb = {id(p) for m in model.modules() if isinstance(m, MIMB) for p in m.parameters()}
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if id(p) not in mimb], "lr": config.lr}]
+    if mimb:
+        groups.append({"params": [p for p in params if id(p) in mimb],
+                       "lr": config.lr * config.mimb_lr_factor})
+    return groups
 
 
 def plot_curves(history: list[dict], path: Path) -> None:

@@ -34,13 +34,14 @@ from typing import IO, Any
 import av
 import numpy as np
 
-from .annotate import BoxSource, box_source
+from .annotate import BoxSource, TableBoxes, box_source
 from .engine import EngineOptions, PoseEstimator, pick_device
 from .errors import MipnetError
-from .io import atomic_path
+from .io import atomic_path, json_line, remove_stale_temps, temp_prefix
 from .keypoints import KeypointSet
 from .render import draw_poses
 from .results import Box, ImagePoses, Pose
+from .signals import Stopped, StopRequest, stop_requests
 from .tracking import PoseTracker
 from .writers import coco_dataset, pose_result
 
@@ -112,12 +113,19 @@ class VideoSummary:
     audio_streams: int = 0
     audio_packets: int = 0
     interrupted: bool = False
+    stop_signal: int = signal.SIGINT  # the signal that interrupted the run
     error: str | None = None
     notices: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
         return not self.interrupted and self.error is None
+
+    def end_record(self) -> dict[str, Any]:
+        """The last line of the JSON Lines output: its absence means the run was killed."""
+        return {"end": {"frames": self.frames, "processed": self.processed,
+                        "complete": self.complete, "interrupted": self.interrupted,
+                        "error": self.error}}
 
 
 def _reason(exc: BaseException) -> str:
@@ -401,8 +409,9 @@ class _CocoStream:
         self.path, self.keypoint_set, self.file_name = path, keypoint_set, file_name
         self.info, self.kpt_thresh = info, kpt_thresh
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
         self.spool: IO[str] = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in close())
-            "w+", encoding="utf-8", prefix=f".{path.name}.", suffix=".jsonl", dir=path.parent)
+            "w+", encoding="utf-8", prefix=temp_prefix(path), suffix=".jsonl", dir=path.parent)
 
     def add(self, result: ImagePoses) -> None:
         part = coco_dataset([result], self.keypoint_set, self.kpt_thresh, [self.file_name])
@@ -411,7 +420,8 @@ class _CocoStream:
         for ann, pose in zip(part["annotations"], result.poses, strict=True):
             if pose.track_id is not None:
                 ann["track_id"] = int(pose.track_id)
-        self.spool.write(json.dumps({"image": image, "annotations": part["annotations"]}) + "\n")
+        self.spool.write(json_line({"image": image, "annotations": part["annotations"]},
+                                   where=self.path) + "\n")
 
     def _entries(self) -> Iterator[dict]:
         self.spool.flush()
@@ -436,26 +446,6 @@ class _CocoStream:
 
     def close(self) -> None:
         self.spool.close()
-
-
-@contextlib.contextmanager
-def _sigint_sets(flag: threading.Event) -> Iterator[None]:
-    """While active, a first Ctrl-C sets `flag` (the run then finishes cleanly); a second one
-    raises KeyboardInterrupt as usual. Only on the main thread, where signals arrive."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if flag.is_set():
-            raise KeyboardInterrupt
-        flag.set()
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def video_box_source(
@@ -532,7 +522,7 @@ def annotate_video(
                               f"({src.duration:.2f} s)")
         summary = VideoSummary(audio_streams=len(src.audio))
         expected = src.expected_frames(options)
-        stop_flag = threading.Event()
+        stop_flag = StopRequest()
         start = time.perf_counter()
         writer: _Writer | None = None
         if out is not None:
@@ -559,8 +549,10 @@ def annotate_video(
             writer.start()
         reader.start()
         try:
-            with _sigint_sets(stop_flag):
+            with stop_requests(stop_flag):
                 run.loop(reader, stop_flag)
+        except Stopped as exc:
+            summary.interrupted, summary.stop_signal = True, exc.signum
         except KeyboardInterrupt:
             summary.interrupted = True
         except _WriterFailed:
@@ -572,6 +564,13 @@ def annotate_video(
                 with contextlib.suppress(BaseException):
                     writer.queue.put(None)  # ends the writer (it drains on error)
                 writer.join()
+        if stop_flag.is_set() and not summary.interrupted:
+            summary.interrupted, summary.stop_signal = True, stop_flag.signum
+        if jsonl_file is not None:
+            if writer is not None and writer.error is not None:
+                summary.error = summary.error or (
+                    f"cannot encode the video ({_reason(writer.error)})")
+            jsonl_file.write(json.dumps(summary.end_record()) + "\n")
         if writer is not None:
             if writer.error is not None:
                 raise MipnetError(f"{out}: cannot encode the video "
@@ -579,7 +578,9 @@ def annotate_video(
             summary.audio_packets = writer.packets
         if spool is not None:
             spool.write()
-    summary.interrupted = summary.interrupted or stop_flag.is_set()
+    if isinstance(box_source, TableBoxes):
+        # Outputs are complete and valid either way; no matching frame at all is an error.
+        summary.notices.append(box_source.check_matches(run.frame_ids, "frames"))
     summary.tracks = tracker.next_id - 1 if tracker is not None else 0
     summary.seconds = time.perf_counter() - start
     return summary
@@ -598,10 +599,11 @@ class _Run:
         self.summary, self.src, self.options = summary, src, options
         self.progress, self.expected = progress, expected
         self.pending: list[_Frame | av.Packet] = []
+        self.frame_ids: list[int] = []  # image ids of the frames the network ran on
         self.latest: tuple[list[Pose], list[Box]] = ([], [])
         self.trim = _malloc_trim()
 
-    def loop(self, reader: _Reader, stop_flag: threading.Event) -> None:
+    def loop(self, reader: _Reader, stop_flag: StopRequest) -> None:
         to_infer = 0
         while not stop_flag.is_set():
             item = reader.queue.get()
@@ -647,15 +649,32 @@ class _Run:
             self.tracker.update(poses, frame.time)
         self.summary.processed += 1
         self.summary.poses += len(poses)
+        self.frame_ids.append(frame.index + 1)
         result = ImagePoses(path=str(self.src.path), width=self.src.width,
                             height=self.src.height, image_id=frame.index + 1, boxes=boxes,
                             poses=poses, frame_index=frame.index,
                             timestamp=round(frame.time, 6))
         if self.jsonl_file is not None:
-            self.jsonl_file.write(json.dumps(frame_record(result)) + "\n")
+            self.jsonl_file.write(json_line(frame_record(result), where=self.jsonl_file.name)
+                                  + "\n")
             self.jsonl_file.flush()
         if self.spool is not None:
             self.spool.add(result)
+
+
+def read_frame_records(path: str | os.PathLike) -> tuple[list[dict], dict | None]:
+    """The frame records of a `--json` JSON Lines file and its end record (None: the run was
+    killed before it ended, so the frames may stop anywhere)."""
+    records, end = [], None
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                record = json.loads(line)
+                if "end" in record:
+                    end = record["end"]
+                else:
+                    records.append(record)
+    return records, end
 
 
 def frame_record(result: ImagePoses) -> dict[str, Any]:

@@ -111,7 +111,7 @@ def test_pickled_code_is_never_executed(tmp_path):
 
     src = tmp_path / "evil.pth"
     torch.save({"state_dict": Evil()}, src)
-    with pytest.raises(MipnetError, match="evil.pth: cannot read"):
+    with pytest.raises(MipnetError, match="evil.pth: refused: .*would call print"):
         load_checkpoint(src)
 
 

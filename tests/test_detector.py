@@ -115,7 +115,7 @@ def test_detector_weights_mismatch_and_bad_files(tmp_path: Path) -> None:
     with pytest.raises(MipnetError, match="wrong shape"):
         PersonDetector(SMALL, weights_path=path, num_classes=5)
     (tmp_path / "junk.pt").write_text("not a checkpoint")
-    with pytest.raises(MipnetError, match="junk.pt: not a readable weights file"):
+    with pytest.raises(MipnetError, match="junk.pt: cannot read as a PyTorch checkpoint"):
         PersonDetector(SMALL, weights_path=tmp_path / "junk.pt")
     with pytest.raises(MipnetError, match="nothere.pt: detector weights file not found"):
         PersonDetector(SMALL, weights_path=tmp_path / "nothere.pt")

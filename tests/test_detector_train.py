@@ -24,6 +24,7 @@ from mipnet_cli.errors import MipnetError
 from mipnet_cli.models import build_model
 from mipnet_cli.results import Box
 from mipnet_cli.synth import SynthConfig, VideoConfig, generate_dataset, generate_video
+from mipnet_cli.video import read_frame_records
 from mipnet_cli.weights import ZooEntry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,6 +217,7 @@ def test_predict_and_video_fall_back_to_the_shipped_detector_offline(
         err = capsys.readouterr().err
         assert code == 0, err
         assert "shipped detector demo" in err
-        assert len((tmp_path / "clip.jsonl").read_text().splitlines()) == 3
+        records, end = read_frame_records(tmp_path / "clip.jsonl")
+        assert len(records) == 3 and end["complete"]
     finally:
         torch.hub.set_dir(old_hub)

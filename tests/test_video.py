@@ -21,6 +21,7 @@ from mipnet_cli.models import build_model
 from mipnet_cli.results import Pose
 from mipnet_cli.synth import VideoConfig, generate_video
 from mipnet_cli.tracking import OneEuroFilter, PoseTracker
+from mipnet_cli.video import read_frame_records
 
 FPS = 10
 FRAMES = 12
@@ -75,7 +76,11 @@ def _video_info(path: Path) -> dict:
 
 
 def _lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    """The frame records; the file must end with the end record, which counts them."""
+    records, end = read_frame_records(path)
+    assert end is not None and end["processed"] == len(records), end
+    assert "end" in json.loads(path.read_text().splitlines()[-1])
+    return records
 
 
 def _run(capsys, *args) -> tuple[int, str]:
@@ -189,7 +194,7 @@ def test_ctrl_c_finishes_the_batch_and_closes_outputs(clip, tiny_ckpt, tmp_path,
     code, text = _run(capsys, clip, "--out", out, "--json", jsonl, "--coco", coco, "--gt",
                       clip.with_suffix(".json"), "--weights", tiny_ckpt, "--batch-frames", 2)
     assert code == 130, text
-    assert "interrupted after 4 frames" in text
+    assert "interrupted (SIGINT) after 4 frames" in text
     assert calls == [2, 2]
     assert _frame_times(out) == [Fraction(i, FPS) for i in range(4)]
     assert [r["frame_index"] for r in _lines(jsonl)] == [0, 1, 2, 3]

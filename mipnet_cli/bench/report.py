@@ -11,6 +11,7 @@ import torch
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ..io import atomic_path, write_json
 from .common import (
@@ -203,7 +204,7 @@ def pipeline_table(p: dict[str, Any]) -> Table:
             table.add_row(s, worker, _f(p["stage_ms_per_frame"][s], 1))
     table.add_section()
     for worker, ms in p["worker_ms_per_frame"].items():
-        table.add_row(f"[bold]{worker}[/]", "all", _f(ms, 1))
+        table.add_row(Text(worker, style="bold"), "all", _f(ms, 1))
     table.add_section()
     mem = p["memory"]
     rows = [
@@ -225,7 +226,8 @@ def targets_table(targets: list[dict[str, Any]]) -> Table:
     for col in ("target", "measured", "limit", "met", "note"):
         table.add_column(col, justify="right" if col == "measured" else "left")
     for t in targets:
-        met = {True: "[green]yes[/]", False: "[red]no[/]", None: "—"}[t["met"]]
+        met = {True: Text("yes", style="green"), False: Text("no", style="red"),
+               None: "—"}[t["met"]]
         value = "" if t["measured"] is None else _f(t["measured"], 3)
         table.add_row(t["target"], value, t["limit"], met, t["note"])
     return table

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from .app import TRAIN, app, console
+from .app import TRAIN, app, console, say
 from .train_cmd import _progress
 
 
@@ -52,7 +52,7 @@ def train_detector(
         table.add_row(*(f"{v:.3f}" for v in val.values()))
         console.print(table)
     if history:
-        console.print(f"[green]done:[/] epoch {history[-1]['epoch']}, loss "
-                      f"{history[-1]['loss']:.3f}; checkpoints in {trainer.out}")
+        say("done:", "green", f"epoch {history[-1]['epoch']}, loss "
+            f"{history[-1]['loss']:.3f}; checkpoints in {trainer.out}", stderr=False)
     if export is not None:
         console.print(f"wrote {trainer.export(export)}")

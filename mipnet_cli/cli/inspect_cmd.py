@@ -8,6 +8,7 @@ from typing import Annotated
 import numpy as np
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from ..annotate import Annotator, ImageFailure
 from ..detector import image_ids_by_filename
@@ -23,6 +24,7 @@ from ..figures import (
 )
 from ..images import read_image
 from ..inspect import lambda_sweep
+from ..io import check_outputs, finite
 from ..render import save_image
 from ..results import Box
 from ..video import load_estimator, video_box_source
@@ -39,6 +41,8 @@ def _parse_box(text: str) -> Box:
         x, y, w, h = (float(v) for v in text.split(","))
     except ValueError:
         raise MipnetError(f"--box {text!r}: expected four numbers x,y,w,h") from None
+    if not finite((x, y, w, h)):
+        raise MipnetError(f"--box {text!r}: every number must be finite (no nan or inf)")
     if w <= 0 or h <= 0:
         raise MipnetError(f"--box {text!r}: width and height must be positive")
     return Box(xyxy=np.array([x, y, x + w, y + h]), score=1.0, source="file", id=0)
@@ -103,6 +107,7 @@ def lambda_sweep_cmd(
     λ goes from [1, 0] (the box's own person) to [0, 1] (the nearest other person); writes a
     contact sheet, an animated GIF and each joint's trajectory.
     """
+    check_outputs({"--out": out}, inputs=[photo], folders=["--out"])
     image = read_image(photo)
     estimator = load_estimator(weights, EngineOptions(flip_test=flip), device, min_instances=2)
     chosen = _pick(_photo_boxes(photo, image, estimator, weights, box, boxes, gt, detector,
@@ -117,6 +122,7 @@ def lambda_sweep_cmd(
     stem = f"{photo.stem}_box{chosen.id}_lambda"
     sheet_path, gif_path, plot_path = (out / f"{stem}_sheet.png", out / f"{stem}.gif",
                                        out / f"{stem}_xy.png")
+    check_outputs({"sheet": sheet_path, "GIF": gif_path, "plot": plot_path}, inputs=[photo])
     save_image(sheet_path, contact_sheet(frames, min(columns, steps)))
     save_gif(gif_path, frames, fps)
     save_figure(trajectory_figure(sweep, kps), plot_path)
@@ -128,7 +134,7 @@ def lambda_sweep_cmd(
     table.add_column("shift (px)", justify="right")
     for name, d in zip(kps.names, shift, strict=True):
         table.add_row(name, f"{d:.1f}")
-    table.add_row("[bold]median[/]", f"[bold]{np.median(shift):.1f}[/]")
+    table.add_row(Text("median", style="bold"), Text(f"{np.median(shift):.1f}", style="bold"))
     console.print(table)
     for path in (sheet_path, gif_path, plot_path):
         console.print(f"wrote {path}", highlight=False)
@@ -158,6 +164,7 @@ def heatmaps(
     Per box, a grid over the crop: one row per instance λ, one column per joint and one for
     their maximum, on a shared colour scale.
     """
+    check_outputs({"--out": out}, inputs=[photo], folders=["--out"])
     image = read_image(photo)
     estimator = load_estimator(weights, EngineOptions(flip_test=flip, instances=instances),
                                device, min_instances=2)

@@ -10,7 +10,7 @@ import typer
 
 from ..annotate import BoxSource, DetectorBoxes
 from ..weights import ZooEntry, default_entry
-from .app import err_console
+from .app import say
 
 SYNTH_DEMO = (
     "it was trained on synthetic scenes only (its poses on real photos are not meaningful). "
@@ -20,7 +20,7 @@ SYNTH_DEMO = (
 
 
 def _entry_notice(what: str, entry: ZooEntry, why: str) -> str:
-    text = f"[yellow]note:[/] {why}: using the shipped {what} {entry.name}"
+    text = f"{why}: using the shipped {what} {entry.name}"
     if entry.demo:
         return f"{text}; {SYNTH_DEMO}"
     return f"{text} ({entry.description})."
@@ -57,10 +57,8 @@ def model_notices(weights: str | None, source: BoxSource | None = None,
             why = ("no --weights given" if min_instances <= 1 else
                    f"no --weights given and this needs a network with {min_instances} or more "
                    "instances (λ values)")
-            err_console.print(_entry_notice("pose model", entry, why), highlight=False,
-                              soft_wrap=True)
+            say("note:", "yellow", _entry_notice("pose model", entry, why))
     if isinstance(source, DetectorBoxes) and source.entry is not None and detector is None:
         why = ("torchvision's COCO person detector is not cached and cannot be downloaded"
                if source.fallback else "no detector weights given")
-        err_console.print(_entry_notice("detector", source.entry, why), highlight=False,
-                          soft_wrap=True)
+        say("note:", "yellow", _entry_notice("detector", source.entry, why))

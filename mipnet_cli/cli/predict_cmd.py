@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -14,12 +15,15 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from ..annotate import Annotator, ImageFailure, collect_inputs
 from ..engine import EngineOptions
 from ..errors import MipnetError
 from ..figures import write_heatmap_grids
+from ..io import check_outputs
 from ..results import ImagePoses
+from ..signals import stop_requests
 from ..writers import (
     overlay_path,
     unique_names,
@@ -28,7 +32,7 @@ from ..writers import (
     write_pose_results,
 )
 from . import options as opt
-from .app import ANNOTATE, RateColumn, app, console, err_console
+from .app import ANNOTATE, RateColumn, app, console, err_console, say, styled
 
 EXAMPLES = """
 Examples:
@@ -88,15 +92,18 @@ def predict(
 
     Per box, one pose per instance λ: 0 is the box's own person, 1 the nearest other (often hidden).
 
-    Unreadable files are reported and skipped; the exit code is then 1.
+    Unreadable files are reported and skipped; the exit code is then 1. Ctrl-C (or SIGTERM)
+    stops after the current images and writes the results of those done (exit code 130/143).
     """
     files, failures = collect_inputs(inputs, recursive=recursive)
     for failure in failures:
-        err_console.print(f"[red]skipped[/] {failure.path}: {failure.reason}", highlight=False,
-                          soft_wrap=True)
+        say("skipped", "red", f"{failure.path}: {failure.reason}")
     names = unique_names(files)
     if heatmaps and out is None:
         raise MipnetError("--heatmaps writes its grids beside the overlays: give --out")
+    check_outputs({"--json": json_out, "--coco": coco, "--out": out},
+                  inputs=[*files, *(p for p in (boxes, gt, detector_weights) if p is not None)],
+                  folders=["--out"])
     if out is not None:
         for path, name in zip(files, names, strict=True):
             if overlay_path(out, name).resolve() == path.resolve():
@@ -109,6 +116,9 @@ def predict(
         det_nms=det_nms, boxes=boxes, gt=gt, engine=engine, device=device,
         images_per_batch=batch_size)
     opt.model_notices(weights, annotator.box_source, detector)
+    matches = annotator.check_box_matches(files)
+    if matches is not None:
+        say("note:", "yellow", matches)
     kps = annotator.estimator.keypoint_set
     name_of = {str(p): n for p, n in zip(files, names, strict=True)}
 
@@ -116,12 +126,13 @@ def predict(
     start = time.perf_counter()
     columns = (TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), RateColumn("img/s"),
                TimeElapsedColumn())
-    with Progress(*columns, console=err_console, transient=True) as progress:
+    with (Progress(*columns, console=err_console, transient=True) as progress,
+          stop_requests() as stop):
         task = progress.add_task("images", total=len(files))
         for item in annotator.run_with_images(files):
             if isinstance(item, ImageFailure):
                 failures.append(item)
-                progress.console.print(f"[red]skipped[/] {item.path}: {item.reason}",
+                progress.console.print(styled("skipped", "red", f"{item.path}: {item.reason}"),
                                        highlight=False, soft_wrap=True)
             else:
                 result, image = item
@@ -135,6 +146,8 @@ def predict(
                     write_heatmap_grids(target.parent, target.stem, image, annotator.estimator,
                                         result.boxes)
             progress.advance(task)
+            if stop.is_set():
+                break
     seconds = time.perf_counter() - start
 
     if json_out is not None:
@@ -144,6 +157,11 @@ def predict(
     if json_out is None and coco is None and out is None:
         _per_image_table(done, name_of)
     _summary(done, failures, seconds, [p for p in (json_out, coco, out) if p is not None])
+    if stop.is_set():
+        say("interrupted", "yellow", f"({signal.Signals(stop.signum).name}) after "
+            f"{len(done) + len(failures)} of {len(files)} images; the outputs hold the "
+            f"{len(done)} done")
+        raise typer.Exit(stop.exit_code)
     if failures:
         raise typer.Exit(1)
 
@@ -173,7 +191,7 @@ def _summary(done: list[ImagePoses], failures: list[ImageFailure], seconds: floa
         ("people (boxes)", str(sum(len(r.boxes) for r in done))),
         ("poses", str(len(poses))),
         ("  of which secondary instances", str(sum(p.instance > 0 for p in poses))),
-        ("failures", f"[red]{len(failures)}[/]" if failures else "0"),
+        ("failures", Text(str(len(failures)), style="red" if failures else "")),
         ("time", f"{seconds:.1f} s ({rate:.2f} img/s)"),
     ]
     rows += [("written", str(p)) for p in written]

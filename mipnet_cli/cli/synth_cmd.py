@@ -20,7 +20,7 @@ from ..synth import (
     generate_video,
     video_codec,
 )
-from .app import TRAIN, app, console
+from .app import TRAIN, app, console, say
 
 
 def _stats_table(title: str, stats: SynthStats, unit: str) -> Table:
@@ -104,9 +104,9 @@ def synth(
                 stats = generate_video(
                     path, config, workers=n_workers,
                     progress=lambda d, t, bar=bar, task=task: bar.update(task, completed=d))
-            console.print(f"[green]wrote[/] {path} and {path.with_suffix('.json').name} "
-                          f"({frames} frames at {fps:g} fps, {video_codec()}"
-                          f"{', AAC audio' if audio else ''})")
+            say("wrote", "green", f"{path} and {path.with_suffix('.json').name} "
+                f"({frames} frames at {fps:g} fps, {video_codec()}"
+                f"{', AAC audio' if audio else ''})", stderr=False)
             total.merge(stats)
         console.print(_stats_table("synthetic videos", total, "frames"))
         return
@@ -122,5 +122,5 @@ def synth(
         task = bar.add_task("rendering", total=num_images)
         stats = generate_dataset(out, config, workers=min(n_workers, num_images),
                                  progress=lambda d, t: bar.update(task, completed=d))
-    console.print(f"[green]wrote[/] {out / IMAGE_DIR}/ and {out / ANNOTATION_FILE}")
+    say("wrote", "green", f"{out / IMAGE_DIR}/ and {out / ANNOTATION_FILE}", stderr=False)
     console.print(_stats_table("synthetic dataset", stats, "images"))

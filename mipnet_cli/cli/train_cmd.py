@@ -11,12 +11,12 @@ from rich.table import Table
 
 from ..annotate import DetectorBoxes
 from ..data import KeypointDataset
-from ..engine import EngineOptions, PoseEstimator
+from ..engine import EngineOptions
 from ..errors import MipnetError
-from ..io import write_json
-from ..weights import resolve_pose_weights
+from ..io import check_outputs, write_json
+from ..video import load_estimator
 from . import options as opt
-from .app import TRAIN, app, console
+from .app import TRAIN, app, console, say
 
 
 def _progress() -> Progress:
@@ -64,8 +64,8 @@ def train(
     if trainer.rank == 0 and history:
         last = history[-1]
         ap = f", val AP {last['val']['merged']['AP']:.3f}" if "val" in last else ""
-        console.print(f"[green]done:[/] epoch {last['epoch']}, loss {last['loss']:.3e}{ap}; "
-                      f"checkpoints in {trainer.out}")
+        say("done:", "green", f"epoch {last['epoch']}, loss {last['loss']:.3e}{ap}; "
+            f"checkpoints in {trainer.out}", stderr=False)
 
 
 def _score_results_file(ann: Path, results_path: Path, keypoints: str | None) -> dict:
@@ -118,10 +118,11 @@ def evaluate(
     keypoints: str | None = typer.Option(None, help="keypoint set of --results (default: "
                                                     "from the joint count)"),
     flip: bool = typer.Option(True, help="flip test"),
-    instances: int | None = typer.Option(None, help="λ values to run (default: all)"),
-    instance_decay: float = typer.Option(0.5, help="secondary instances' box-score factor"),
+    instances: opt.Instances = None,
+    instance_decay: float = typer.Option(
+        0.5, min=0.0, max=1.0, help="box-score factor of secondary instances"),
     sweep: bool = typer.Option(False, help="AP at detector-confidence thresholds 0.0..0.9"),
-    batch_size: int = typer.Option(32),
+    batch_size: int = typer.Option(32, min=1, help="person crops per network call"),
     device: str | None = typer.Option(None),
     json_out: Path | None = typer.Option(None, "--json", help="write metrics and results here"),
     plot: Path | None = typer.Option(None, help="sweep plot (PNG)"),
@@ -133,6 +134,8 @@ def evaluate(
 
     from ..validation import confidence_sweep, evaluate_predictions, merged_results, predict_dataset
 
+    check_outputs({"--json": json_out, "--plot": plot},
+                  inputs=[p for p in (ann, results, boxes, detector_weights) if p is not None])
     if results is not None:
         if any(v is not None for v in (weights, boxes, detector, detector_weights)) or detect:
             raise MipnetError("--results is scored as it is: leave out the network and boxes")
@@ -147,9 +150,8 @@ def evaluate(
     runs_detector = detect or detector is not None or detector_weights is not None
     if boxes is not None and runs_detector:
         raise MipnetError("a box file and a detector are two box sources: give only one")
-    est = PoseEstimator.from_checkpoint(
-        resolve_pose_weights(weights),
-        EngineOptions(flip_test=flip, instances=instances, instance_decay=instance_decay),
+    est = load_estimator(
+        weights, EngineOptions(flip_test=flip, instances=instances, instance_decay=instance_decay),
         device)
     report: dict = {}
     with tempfile.TemporaryDirectory() as tmp:

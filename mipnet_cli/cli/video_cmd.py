@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import typer
@@ -16,9 +17,10 @@ from rich.progress import (
 from rich.table import Table
 
 from ..engine import EngineOptions
+from ..io import check_outputs
 from ..video import VideoOptions, VideoSummary, annotate_video, load_estimator, video_box_source
 from . import options as opt
-from .app import ANNOTATE, RateColumn, app, console, err_console
+from .app import ANNOTATE, RateColumn, app, console, err_console, say
 
 EXAMPLES = """
 Examples:
@@ -75,7 +77,8 @@ def video(
 ) -> None:
     """Estimate every person's pose in each frame of a video, occluded people included.
 
-    Ctrl-C stops after the current frames and leaves every output valid (exit code 130); a
+    Ctrl-C or SIGTERM stops after the current frames and leaves every output valid (exit code
+    130 or 143; the JSON Lines end with an "end" record unless the run was killed); a
     truncated or damaged video ends with a message and what was written so far (exit code 1).
     """
     options = VideoOptions(stride=stride, start=start, end=end, max_frames=max_frames,
@@ -84,9 +87,10 @@ def video(
                            kpt_thresh=kpt_thresh, show_boxes=show_boxes,
                            show_scores=show_scores, crf=crf)
     options.validate()
+    check_outputs({"--out": out, "--json": json_out, "--coco": coco},
+                  inputs=[source, *(p for p in (boxes, gt, detector_weights) if p is not None)])
     if smooth and not track:
-        err_console.print("[yellow]note:[/] --smooth works on tracked people: tracking is on",
-                          highlight=False)
+        say("note:", "yellow", "--smooth works on tracked people: tracking is on")
         options.track = True
     engine = EngineOptions(flip_test=flip, instances=instances, batch_size=crop_batch, half=half)
     box_source = video_box_source(boxes=boxes, gt=gt, detector=detector,
@@ -106,17 +110,16 @@ def video(
         summary = annotate_video(source, estimator, box_source, options, out=out,
                                  jsonl=json_out, coco=coco, progress=advance)
     for notice in summary.notices:
-        err_console.print(f"[yellow]note:[/] {notice}", highlight=False, soft_wrap=True)
+        say("note:", "yellow", notice)
     _summary(summary, [p for p in (out, json_out, coco) if p is not None])
     if summary.error is not None:
-        err_console.print(f"[bold red]error:[/] {source}: {summary.error}; the outputs hold "
-                          f"the {summary.frames} frames before it", highlight=False,
-                          soft_wrap=True)
+        say("error:", "bold red", f"{source}: {summary.error}; the outputs hold the "
+            f"{summary.frames} frames before it")
         raise typer.Exit(1)
     if summary.interrupted:
-        err_console.print(f"interrupted after {summary.frames} frames; the outputs are closed "
-                          "and valid", highlight=False)
-        raise typer.Exit(130)
+        say("interrupted", "yellow", f"({signal.Signals(summary.stop_signal).name}) after "
+            f"{summary.frames} frames; the outputs are closed and valid")
+        raise typer.Exit(128 + summary.stop_signal)
 
 
 def _summary(s: VideoSummary, written: list[Path]) -> None:

@@ -9,10 +9,11 @@ from rich.table import Table
 
 from ..checkpoints import import_checkpoint, load_checkpoint, save_checkpoint
 from ..convert import convert_file
+from ..io import check_outputs
 from ..models import count_parameters
 from ..weights import cache_dir, load_zoo, pull
 from ..yolox_detector import DETECTOR_FORMAT, load_yolox, read_detector_meta
-from .app import MODELS, app, console
+from .app import MODELS, app, console, say
 
 weights_app = typer.Typer(help="List, download, import and inspect checkpoints.",
                           no_args_is_help=True)
@@ -46,7 +47,7 @@ def list_weights() -> None:
 def pull_weights(name: str = typer.Argument(..., help="a name from `mipnet weights list`")) -> None:
     """Download a named checkpoint into the cache, check its hash and convert it."""
     path = pull(name)
-    console.print(f"[green]ready:[/] {path}")
+    say("ready:", "green", path, stderr=False)
 
 
 @weights_app.command("import")
@@ -60,15 +61,16 @@ def import_weights(
     keypoints: str | None = typer.Option(None, help="keypoint set (default: from joint count)"),
 ) -> None:
     """Convert a foreign checkpoint into mipnet's format (architecture inferred from weights)."""
+    check_outputs({"DST": dst}, inputs=[src])
     model, meta = import_checkpoint(src, arch=arch, image_size=parse_size(input_size),
                                     keypoints=keypoints)
     save_checkpoint(dst, model, meta.keypoints, meta.provenance)
     c = meta.config
-    console.print(
-        f"[green]wrote[/] {dst}: {c.arch} {'x'.join(map(str, c.image_size))}, "
+    say(
+        "wrote", "green", f"{dst}: {c.arch} {'x'.join(map(str, c.image_size))}, "
         f"{c.num_joints} joints ({meta.keypoints}), N={c.num_instances}, "
         f"{count_parameters(model) / 1e6:.2f} M parameters, "
-        f"from {meta.provenance['source_format']}")
+        f"from {meta.provenance['source_format']}", stderr=False)
 
 
 @weights_app.command("convert")
@@ -81,9 +83,10 @@ def convert_weights(
 ) -> None:
     """Convert a published real network into mipnet's format (weights read with our own
     readers, no TensorFlow or ONNX runtime), recording the source's sha256 and licence."""
+    check_outputs({"OUT": out}, inputs=[src])
     done = convert_file(src, out, half=half)
-    console.print(f"[green]wrote[/] {done.path}: {done.kind} {done.arch} from "
-                  f"{done.provenance['source_file']} ({done.provenance['licence']})")
+    say("wrote", "green", f"{done.path}: {done.kind} {done.arch} from "
+        f"{done.provenance['source_file']} ({done.provenance['licence']})", stderr=False)
 
 
 @weights_app.command("info")

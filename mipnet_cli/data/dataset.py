@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from ..errors import MipnetError
 from ..geometry import IMAGENET_MEAN, IMAGENET_STD, box_to_center_scale
+from ..io import finite
 from ..keypoints import KeypointSet, keypoint_set_for
 from .augment import AugmentConfig, CropParams, apply_crop, color_jitter, sample_crop
 from .targets import generate_targets
@@ -48,6 +49,12 @@ def load_coco_json(path: str | os.PathLike) -> dict:
     )
     if not lists:
         raise MipnetError(f"{p}: not a COCO annotation file (needs 'images' and 'annotations')")
+    for i, ann in enumerate(data["annotations"]):
+        for key in ("bbox", "keypoints"):
+            values = ann.get(key) if isinstance(ann, dict) else None
+            if values is not None and not (isinstance(values, list) and finite(values)):
+                raise MipnetError(f"{p}: annotations[{i}] (id {ann.get('id')}) has a {key} "
+                                  "that is not a list of finite numbers")
     return data
 
 
@@ -242,7 +249,10 @@ class KeypointDataset(Dataset):
                 continue
             if img_id not in self.images:
                 raise MipnetError(f"{path}: detection {i} refers to unknown image {img_id}")
-            if len(box) != 4 or not (box[2] > 0 and box[3] > 0):
+            if not (isinstance(box, list) and len(box) == 4 and finite([*box, score])):
+                raise MipnetError(f"{path}: detection {i} needs a bbox of four finite numbers "
+                                  "and a finite score")
+            if not (box[2] > 0 and box[3] > 0):
                 continue
             center, scale = box_to_center_scale(box, self.aspect_ratio, self.box_padding)
             records.append(PersonRecord(

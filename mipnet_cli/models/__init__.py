@@ -10,6 +10,7 @@ from .registry import (
     ARCHITECTURES,
     build_from_config,
     build_model,
+    check_config,
     count_parameters,
     model_config,
 )
@@ -18,7 +19,8 @@ from .resnet import PoseResNet
 __all__ = [
     "ARCHITECTURES", "KeypointPoseNet", "MIMB", "MIMBGroup", "ModelConfig", "MoveNet",
     "PoseHRNet", "PoseNet", "PoseResNet",
-    "StageSpec", "build_from_config", "config_from_official", "build_model", "count_parameters",
+    "StageSpec", "build_from_config", "build_model", "check_config", "config_from_official",
+    "count_parameters",
     "hrnet_stages",
     "instance_lambdas", "model_config", "soft_lambda",
 ]

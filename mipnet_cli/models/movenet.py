@@ -119,6 +119,7 @@ class MoveNet(KeypointPoseNet):
     # Its high-resolution activations outgrow the CPU caches in large batches: 12 Thunder
     # crops take 400 ms in batches of 2-4 and 595 ms in one batch (2 threads, measured).
     cpu_batch = 4
+    square_input = True
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
@@ -190,10 +191,11 @@ class MoveNet(KeypointPoseNet):
 
     @torch.no_grad()
     def neutral_mimbs(self) -> None:
-        """Fresh MIMBs gate every channel by the same constant g (excitation weights zero:
-        0.5; λ embedding: 0.993 for every λ), and the convolution feeding each MIMB is scaled
-        by 1/g (exact: a 1×1 convolution, or one followed by ReLU), so the network starts as
-        the pretrained single-instance one and both instances start equal."""
+        """Fresh MIMBs gate every channel by the same constant g = 0.25 (excitation and λ
+        embedding output weights zero: 0.5 each, where the sigmoids are steepest, so λ's
+        gradient is not damped), and the convolution feeding each MIMB is scaled by 1/g
+        (exact: a 1×1 convolution, or one followed by ReLU), so the network starts as the
+        pretrained single-instance one and both instances start equal."""
         pairs = []
         if self.lateral_mimbs is not None:
             pairs += list(zip(self.lateral_mimbs.se_layers, self.laterals, strict=True))
@@ -203,8 +205,8 @@ class MoveNet(KeypointPoseNet):
             mimb.fc[2].weight.zero_()
             last = mimb.fc_lambda[3]
             last.weight.zero_()
-            last.bias.fill_(5.0)
-            gate = 0.5 * torch.sigmoid(torch.tensor(5.0)).item()
+            last.bias.zero_()
+            gate = 0.25
             conv.weight.div_(gate)
             conv.bias.div_(gate)
 

@@ -54,12 +54,10 @@ class PoseNet(nn.Module):
     input_std: tuple[float, float, float] = IMAGENET_STD
     outputs_heatmaps = True  # the outputs are (B, L, K, h, w) heatmaps
     cpu_batch: int | None = None  # crops per call that run fastest on a CPU (None: any)
+    square_input = False  # the family only takes square crops
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        if any(v % 32 for v in config.image_size):
-            raise ValueError(f"input size {config.image_size} must be a multiple of 32 "
-                             "(the coarsest features are 1/32 of the input)")
         self.config = config
         se = config.active_se
         # Index of the first MIMB; everything before it is computed once per crop.

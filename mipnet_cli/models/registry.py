@@ -54,14 +54,33 @@ def model_config(name: str, **overrides) -> ModelConfig:
     return replace(base, name=name, **overrides)
 
 
+MAX_INPUT_SIDE = 2048  # pixels; a 2048x2048 crop already needs gigabytes of activations
+MAX_INSTANCES = 8
+
+
+def check_config(config: ModelConfig) -> None:
+    """Refuse configurations no network can be built from (ValueError saying why): unknown
+    arch, input sides that are not multiples of 32 in 32..2048 (the coarsest features are
+    1/32 of the input), non-square input for square-input families, absurd counts."""
+    if config.arch not in BUILDERS:
+        raise ValueError(f"unknown arch {config.arch!r} (expected one of {', '.join(BUILDERS)})")
+    size = config.image_size
+    if (len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in size)
+            or not all(32 <= v <= MAX_INPUT_SIDE and v % 32 == 0 for v in size)):
+        raise ValueError(f"input size {'x'.join(map(str, size))}: each side must be a multiple "
+                         f"of 32 from 32 to {MAX_INPUT_SIDE}")
+    if BUILDERS[config.arch].square_input and size[0] != size[1]:
+        raise ValueError(f"input size {size[0]}x{size[1]}: {config.arch} takes square crops")
+    if not 1 <= config.num_instances <= MAX_INSTANCES:
+        raise ValueError(f"{config.num_instances} instances: expected 1 to {MAX_INSTANCES}")
+    if not 1 <= config.num_joints <= 200:
+        raise ValueError(f"{config.num_joints} joints: expected 1 to 200")
+
+
 def build_from_config(config: ModelConfig) -> PoseNet:
-    """Instantiate the network a configuration describes."""
-    try:
-        builder = BUILDERS[config.arch]
-    except KeyError:
-        raise ValueError(f"unknown arch {config.arch!r} (expected one of "
-                         f"{', '.join(BUILDERS)})") from None
-    return builder(config)
+    """Instantiate the network a configuration describes (checked by `check_config`)."""
+    check_config(config)
+    return BUILDERS[config.arch](config)
 
 
 def build_model(name: str, **overrides) -> PoseNet:
