@@ -77,7 +77,8 @@ def oks(pred: np.ndarray, gt: np.ndarray, area: float) -> float:
 
 def secondary_hits(weights: Path, ann: Path, images: Path) -> dict:
     """How often λ = [0, 1] finds an overlapping person (box IoU > 0.3) with OKS > 0.5, and,
-    for comparison, how often λ = [1, 0] (the box's own person) lands on one of them."""
+    for comparison, how often λ = [1, 0] (the box's own person) lands on one of them, and how
+    often each instance matches the box's own person."""
     est = PoseEstimator.from_checkpoint(weights, EngineOptions(flip_test=True), "cpu")
     data = json.loads(ann.read_text())
     people: dict[int, list[dict]] = {}
@@ -85,7 +86,7 @@ def secondary_hits(weights: Path, ann: Path, images: Path) -> dict:
         if a.get("num_keypoints", 0) > 0 and not a.get("iscrowd", 0):
             people.setdefault(a["image_id"], []).append(a)
     files = {img["id"]: img["file_name"] for img in data["images"]}
-    cases, hits = 0, [0, 0]
+    cases, hits, own = 0, [0, 0], [0, 0]
     for image_id, anns in people.items():
         boxes = np.array([a["bbox"] for a in anns], np.float64)
         others = [[j for j in range(len(anns)) if j != i and iou(boxes[i], boxes[j]) > 0.3]
@@ -97,7 +98,9 @@ def secondary_hits(weights: Path, ann: Path, images: Path) -> dict:
         kps = est.estimate([image], boxes[rows], np.zeros(len(rows), np.int64)).keypoints
         for r, i in enumerate(rows):
             cases += 1
+            mine = np.asarray(anns[i]["keypoints"], float).reshape(-1, 3)
             for instance in (0, 1):
+                own[instance] += oks(kps[r, instance], mine, anns[i]["area"]) > 0.5
                 best = max(oks(kps[r, instance],
                                np.asarray(anns[j]["keypoints"], float).reshape(-1, 3),
                                anns[j].get("area", anns[j]["bbox"][2] * anns[j]["bbox"][3]))
@@ -105,15 +108,35 @@ def secondary_hits(weights: Path, ann: Path, images: Path) -> dict:
                 hits[instance] += best > 0.5
     return {"cases": cases, "secondary_hits": hits[1],
             "rate": round(hits[1] / max(cases, 1), 4),
-            "primary_on_other_person": round(hits[0] / max(cases, 1), 4)}
+            "primary_on_other_person": round(hits[0] / max(cases, 1), 4),
+            "primary_on_own_person": round(own[0] / max(cases, 1), 4),
+            "secondary_on_own_person": round(own[1] / max(cases, 1), 4)}
+
+
+def save_neutral(path: Path) -> None:
+    """The converted Lightning as an N=2 network whose MIMBs are neutral: both instances are
+    the converted network (the starting point of the N=2 fine-tune)."""
+    from mipnet_cli.checkpoints import save_checkpoint
+    from mipnet_cli.models import build_model
+    from mipnet_cli.train import initialise
+
+    model = build_model("movenet_lightning", num_instances=2)
+    initialise(model, get_entry("movenet-lightning-coco").local_path())
+    model.neutral_mimbs()
+    save_checkpoint(path, model, "coco", {"trained_on": "nothing: converted weights, neutral "
+                                                        "MIMBs"})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n1", type=Path, default=ROOT / "runs/real_movenet_n1/best.safetensors")
     parser.add_argument("--n2", type=Path, default=ROOT / "runs/real_movenet_n2/best.safetensors")
+    parser.add_argument("--neutral", type=Path, default=ROOT / "runs/neutral_n2.safetensors",
+                        help="the converted network as N=2 with neutral MIMBs (made if absent)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "real_mipnet.json")
     args = parser.parse_args()
+    if not args.neutral.is_file():
+        save_neutral(args.neutral)
     models = {"converted (no fine-tune)": get_entry("movenet-lightning-coco").local_path(),
               "N=1": args.n1, "N=2": args.n2}
     result: dict = {"machine": cpu_model(), "date": time.strftime("%Y-%m-%d"), "ap": {}}
@@ -136,7 +159,9 @@ def main() -> None:
                 print(f"{label:26s} {run:20s}",
                       {k: v["AP"] for k, v in m.items()}, flush=True)
         result["secondary_hits"] = {
-            name: secondary_hits(args.n2, *SETS[name]) for name in ("composites", "ochuman")}
+            f"{label} | {name}": secondary_hits(w, *SETS[name])
+            for label, w in (("N=2", args.n2), ("N=2 untrained (neutral MIMBs)", args.neutral))
+            for name in ("composites", "ochuman")}
         print(result["secondary_hits"], flush=True)
     write_json(args.out, result, indent=1)
     print(f"wrote {args.out}")

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from .checkpoints import read_foreign_state_dict, read_meta, save_checkpoint
+from .checkpoints import load_checkpoint, read_foreign_state_dict, read_meta, save_checkpoint
 from .data import AugmentConfig, KeypointDataset
 from .engine import EngineOptions, PoseEstimator, pick_device
 from .errors import MipnetError
@@ -50,6 +50,7 @@ class TrainConfig:
     lr_factor: float = 0.1
     mimb_lr_factor: float = 1.0  # the MIMBs' learning rate is lr × this (fresh on a pretrained net)
     train_only: tuple[str, ...] = ()  # parameter-name prefixes that learn; the rest is frozen
+    teacher: str | None = None  # frozen single-instance checkpoint whose outputs the loss uses
     weight_decay: float = 0.0
     grad_clip: float | None = None
     amp: bool = True  # mixed precision: fp16 on CUDA, bf16 on CPUs with native bf16
@@ -64,7 +65,7 @@ class TrainConfig:
     config_file: str | None = None  # the TOML file read (set by `load`)
 
     PATHS: ClassVar[tuple[str, ...]] = ("train_ann", "train_images", "val_ann", "val_images",
-                                        "val_boxes", "init", "out_dir")
+                                        "val_boxes", "init", "teacher", "out_dir")
 
     @classmethod
     def load(cls, path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
@@ -338,6 +339,10 @@ class Trainer(EpochTrainer):
             self.init_report = initialise(self.model, config.init)
             if self.init_report[2]:  # the checkpoint had no MIMBs: start them as the identity
                 self.model.neutral_mimbs()
+        self.teacher = None
+        if config.teacher:
+            self.teacher = load_checkpoint(config.teacher)[0].to(self.device)
+            self.teacher.requires_grad_(False)
         self.net: nn.Module = _AllInstances(self.model)
         if self.world > 1:
             self.net = nn.parallel.DistributedDataParallel(
@@ -403,9 +408,12 @@ class Trainer(EpochTrainer):
             with torch.autocast(self.device.type, dtype=self.amp_dtype,
                                 enabled=self.amp_dtype is not None):
                 outputs = self.net(images, self.lambdas)
-            loss = self.model.train_loss(outputs, targets, weights, {
-                k: meta[k].to(self.device) for k in ("joints", "joints_vis", "context_joints",
-                                                     "context_vis")})
+            extra = {k: meta[k].to(self.device) for k in (
+                "joints", "joints_vis", "context_joints", "context_vis", "fallback")}
+            if self.teacher is not None:
+                with torch.no_grad():
+                    extra["teacher"] = self.teacher.eval().train_outputs(images, self.lambdas[:1])
+            loss = self.model.train_loss(outputs, targets, weights, extra)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if c.grad_clip:

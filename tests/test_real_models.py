@@ -159,3 +159,32 @@ def test_fresh_mimbs_start_as_the_pretrained_network() -> None:
         both = multi.forward_multi(x)
     assert torch.allclose(both[:, 0], ref[:, 0], atol=1e-2)
     assert torch.allclose(both[:, 1], ref[:, 0], atol=1e-2)
+
+
+def test_teacher_loss_moves_only_the_secondary_centre() -> None:
+    """The distillation recipe: maps equal to the teacher's have nothing to learn for the box's
+    own person (zero gradient), while the instance whose target is another person is told to
+    put its centre peak on that person and to drop the teacher's peak elsewhere."""
+    teacher = PoseEstimator.from_checkpoint(LIGHTNING, EngineOptions(flip_test=False),
+                                            "cpu").model
+    student = build_model("movenet_lightning", num_instances=2)
+    x = torch.rand(1, 3, 192, 192) * 255
+    with torch.no_grad():
+        t = teacher.train_outputs(x, torch.eye(2)[:1])
+    joints = torch.tensor([[[96.0, 96.0]] * 17, [[150.0, 160.0]] * 17])[None]  # B0, the other
+    meta = {"joints": joints, "joints_vis": torch.ones(1, 2, 17), "teacher": t,
+            "fallback": torch.tensor([[False, True]])}
+
+    def gradients(fallback: list[bool]) -> dict[str, torch.Tensor]:
+        maps = {k: v.repeat(2, 1, 1, 1).clone().requires_grad_() for k, v in t.items()}
+        student.train_loss(maps, None, None, meta | {"fallback": torch.tensor([fallback])}
+                           ).backward()
+        return {k: v.grad for k, v in maps.items()}
+
+    same = gradients([False, True])  # both instances are the box's own person
+    assert all(g.abs().max() < 1e-4 for g in same.values())
+    moved = gradients([False, False])
+    assert all(g[0].abs().max() < 1e-4 for g in moved.values())  # instance 0 stays the teacher
+    assert moved["kpt_heatmap"].abs().max() < 1e-4  # everyone's joints: the same for every λ
+    pull = (-moved["center"][1, 0]).flatten().argmax().item()
+    assert abs(pull // 48 - 40) <= 2 and abs(pull % 48 - 37) <= 2  # the cells of (150, 160)

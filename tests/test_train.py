@@ -96,3 +96,24 @@ def test_bad_configs_give_clear_errors(tmp_path):
     bad.write_text("epochs = = 3")
     with pytest.raises(MipnetError, match="bad.toml"):
         TrainConfig.load(bad)
+
+
+def test_param_groups_mimb_rate_and_train_only() -> None:
+    """The MIMBs get lr × mimb_lr_factor; train_only freezes every other parameter, and a
+    prefix that names nothing is an error."""
+    from mipnet_cli.errors import MipnetError
+    from mipnet_cli.models import MIMB, build_model
+    from mipnet_cli.train import TrainConfig, _param_groups
+
+    model = build_model("movenet_lightning", num_instances=2)
+    mimb = {id(p) for m in model.modules() if isinstance(m, MIMB) for p in m.parameters()}
+    groups = _param_groups(model, TrainConfig(lr=1e-5, mimb_lr_factor=100.0))
+    assert [g["lr"] for g in groups] == [1e-5, 1e-3]
+    assert {id(p) for p in groups[1]["params"]} == mimb
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    groups = _param_groups(model, TrainConfig(train_only=("output_mimb", "heads.center")))
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(n.startswith(("output_mimb", "heads.center")) for n in trainable)
+    assert sum(len(g["params"]) for g in groups) == len(trainable)
+    with pytest.raises(MipnetError, match="no parameter"):
+        _param_groups(model, TrainConfig(train_only=("nothing",)))

@@ -229,7 +229,12 @@ class MoveNet(KeypointPoseNet):
         the centre heatmap and the regressions from it belong to the person λ selects (the
         instance's target), the joint heatmaps and offsets to every person in the crop (the
         decoding picks the joints near the regressed ones). Focal loss on the two heatmaps,
-        L1 on regressions and offsets (labelled joints only), averaged over crops and λ."""
+        L1 on regressions and offsets (labelled joints only), averaged over crops and λ.
+
+        With `meta["teacher"]` (the head maps of a frozen single-instance MoveNet on the same
+        crops), the distillation recipe of `_teacher_loss` instead."""
+        if "teacher" in meta:
+            return self._teacher_loss(outputs, meta)
         joints, visible = meta["joints"], meta["joints_vis"]
         b, n, k = visible.shape
         h = outputs["center"].shape[-1]
@@ -258,6 +263,51 @@ class MoveNet(KeypointPoseNet):
         all_j = all_j.repeat_interleave(n, dim=0)  # (B·N, P, K, 2): every λ sees everyone
         return loss + _cell_l1(outputs["kpt_offset"], all_j.floor().clamp(0, h - 1), all_j,
                                seen.repeat_interleave(n, dim=0).float())
+
+
+    def _teacher_loss(self, outputs: dict[str, torch.Tensor], meta: dict[str, torch.Tensor]
+                      ) -> torch.Tensor:
+        """Learn λ from a frozen single-instance teacher. MoveNet's joint heatmaps, offsets and
+        dense regressions describe every person of the crop whatever λ is; only the centre
+        heatmap says whose pose is decoded. So every instance copies the teacher's maps, except
+        the centre of an instance whose target is another person: the teacher's centre map
+        kept only around that person's centre (mean of the labelled joints; a Gaussian there
+        where the teacher has no peak), the box's own person's centre removed. Binary
+        cross-entropy for the sigmoid maps, L1 for offsets (where the joint heatmaps are) and
+        regressions (where the centre is), averaged over crops and λ."""
+        teacher = meta["teacher"]
+        visible = meta["joints_vis"]
+        b, n, k = visible.shape
+        t = {key: v.float().repeat_interleave(n, dim=0) for key, v in teacher.items()}
+        h = t["center"].shape[-1]
+        own = meta["fallback"].clone().bool()
+        own[:, 0] = True
+        own = own.reshape(b * n)
+        centre_t = t["center"].clone()
+        if not own.all():
+            cell = self.config.image_size[0] / h
+            j = (meta["joints"].reshape(b * n, k, 2).float() + 0.5) / cell
+            v = (visible.reshape(b * n, k) > 0).float()
+            centre = (j * v[..., None]).sum(1) / v.sum(1).clamp(min=1)[:, None]
+            ys, xs = _grid(h, h, j.device)
+            d2 = ((ys - centre[:, 1, None, None]) ** 2 + (xs - centre[:, 0, None, None]) ** 2)
+            window = torch.exp(-d2 / (2 * (0.06 * h) ** 2))[:, None]  # about 3 cells
+            sigma = 1.0 + 0.04 * h
+            target = torch.maximum(t["center"] * window,
+                                   0.5 * torch.exp(-d2 / (2 * sigma**2))[:, None])
+            centre_t = torch.where(own.view(-1, 1, 1, 1), centre_t, target)
+        rows = float(b * n)
+        bce = F.binary_cross_entropy
+        loss = bce(outputs["center"].float().clamp(1e-4, 1 - 1e-4), centre_t,
+                   reduction="sum") / rows
+        loss = loss + bce(outputs["kpt_heatmap"].float().clamp(1e-4, 1 - 1e-4),
+                          t["kpt_heatmap"], reduction="sum") / rows
+        offset_w = t["kpt_heatmap"].repeat_interleave(2, dim=1)
+        loss = loss + ((outputs["kpt_offset"].float() - t["kpt_offset"]).abs()
+                       * offset_w).sum() / offset_w.sum().clamp(min=1)
+        regress_w = centre_t.expand_as(t["kpt_regress"])
+        return loss + ((outputs["kpt_regress"].float() - t["kpt_regress"]).abs()
+                       * regress_w).sum() / regress_w.sum().clamp(min=1)
 
 
 def _gaussians(joints: torch.Tensor, seen: torch.Tensor, size: int, sigma: float

@@ -138,7 +138,9 @@ class PoseNet(nn.Module):
         """The training loss of `train_outputs` against the dataset's heatmap targets (B, N,
         K, h, w) and weights (B, N, K, 1), or its `meta`: each instance's joints (B, N, K, 2)
         in crop pixels and `joints_vis` (B, N, K), every other person's `context_joints`
-        (B, M, K, 2) and `context_vis`. Here MIPNet's multi-instance heatmap MSE."""
+        (B, M, K, 2) and `context_vis`, whether each instance fell back to the box's own
+        person (`fallback`, (B, N)) and, when training from a teacher, the teacher's
+        `train_outputs` for λ = [1, 0] (`teacher`). Here MIPNet's multi-instance heatmap MSE."""
         from ..losses import multi_instance_loss
 
         return multi_instance_loss(outputs.float(), targets, weights)
