@@ -17,10 +17,11 @@ import torch
 import torchvision
 from torchvision.models import WeightsEnum
 
+from .data.dataset import load_coco_json
 from .detection import DetectorBase
 from .detector_models import PERSON_DETECTORS
 from .errors import MipnetError, torch_load_message
-from .io import atomic_path
+from .io import atomic_path, read_json
 from .results import Box
 from .yolox_detector import (
     DETECTOR_FORMAT,
@@ -350,17 +351,6 @@ class PersonDetector(DetectorBase):
 # ---------------------------------------------------------------------------- box files
 
 
-def _read_json(path: str | os.PathLike, what: str) -> Any:
-    p = Path(path)
-    if not p.is_file():
-        raise MipnetError(f"{p}: {what} not found")
-    try:
-        with open(p, encoding="utf-8") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MipnetError(f"{p}: not valid JSON ({exc})") from None
-
-
 def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
 
@@ -382,7 +372,7 @@ def load_box_file(
     id is its position in the file; each image's boxes come best first. Images without a kept
     box are absent from the result.
     """
-    data = _read_json(path, "box file")
+    data = read_json(path, "box file")
     if not isinstance(data, list):
         raise MipnetError(f"{path}: expected a JSON list of detections "
                           "[{image_id, category_id, bbox, score}, ...]")
@@ -410,10 +400,7 @@ def load_box_file(
 
 
 def _coco_annotations(path: str | os.PathLike) -> dict:
-    data = _read_json(path, "annotation file")
-    if (not isinstance(data, dict) or not isinstance(data.get("images"), list)
-            or not isinstance(data.get("annotations"), list)):
-        raise MipnetError(f"{path}: not a COCO annotation file (needs 'images' and 'annotations')")
+    data = load_coco_json(path)
     for i, img in enumerate(data["images"]):
         if not (isinstance(img, dict) and isinstance(img.get("id"), int)
                 and isinstance(img.get("file_name"), str)):

@@ -80,6 +80,19 @@ def json_line(obj: Any, where: str | os.PathLike = "output") -> str:
         raise MipnetError(f"{where}: {NOT_FINITE}") from None
 
 
+def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    """A JSON file's content; MipnetError naming the file when it is missing or not JSON."""
+    p = Path(path)
+    if not p.is_file():
+        raise MipnetError(f"{p}: {what} not found")
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise MipnetError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError:
+        raise MipnetError(f"{p}: not a UTF-8 text file") from None
+
+
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = None) -> None:
     """Write strict JSON atomically (never NaN or Infinity: an error naming the file, and the
     previous file stays)."""

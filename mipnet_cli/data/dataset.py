@@ -12,7 +12,6 @@ Sizes are (height, width), e.g. image_size=(256, 192), heatmap_size=(64, 48).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from torch.utils.data import Dataset
 
 from ..errors import MipnetError
 from ..geometry import IMAGENET_MEAN, IMAGENET_STD, box_to_center_scale
-from ..io import finite
+from ..io import finite, read_json
 from ..keypoints import KeypointSet, keypoint_set_for
 from .augment import AugmentConfig, CropParams, apply_crop, color_jitter, sample_crop
 from .targets import generate_targets
@@ -36,14 +35,7 @@ MAX_CONTEXT = 12  # other people of the image whose joints a sample carries
 def load_coco_json(path: str | os.PathLike) -> dict:
     """Read a COCO-format annotation file; `MipnetError` for a missing or malformed file."""
     p = Path(path)
-    if not p.is_file():
-        raise MipnetError(f"{p}: annotation file not found")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise MipnetError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    except UnicodeDecodeError:
-        raise MipnetError(f"{p}: not a UTF-8 text file") from None
+    data = read_json(p, "annotation file")
     lists = isinstance(data, dict) and all(
         isinstance(data.get(key), list) for key in ("images", "annotations")
     )
@@ -228,12 +220,7 @@ class KeypointDataset(Dataset):
                 rec.neighbours = tuple(first + int(j) for j in order[: self.num_instances - 1])
 
     def _detection_records(self, path: Path, threshold: float) -> list[PersonRecord]:
-        if not path.is_file():
-            raise MipnetError(f"{path}: detection file not found")
-        try:
-            dets = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise MipnetError(f"{path}: not valid JSON ({exc})") from None
+        dets = read_json(path, "detection file")
         if not isinstance(dets, list):
             raise MipnetError(f"{path}: expected a list of detections")
         k = self.keypoint_set.num_joints
