@@ -49,6 +49,7 @@ class TrainConfig:
     lr_steps: tuple[int, ...] = (170, 200)
     lr_factor: float = 0.1
     mimb_lr_factor: float = 1.0  # the MIMBs' learning rate is lr × this (fresh on a pretrained net)
+    se_modules: tuple[bool, ...] | None = None  # where MIMBs sit (default: the arch's own)
     train_only: tuple[str, ...] = ()  # parameter-name prefixes that learn; the rest is frozen
     teacher: str | None = None  # frozen single-instance checkpoint whose outputs the loss uses
     weight_decay: float = 0.0
@@ -71,7 +72,7 @@ class TrainConfig:
     def load(cls, path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
         """Read a TOML file (sections are only for grouping) and apply `key=value` overrides."""
         values = read_settings(cls, path, overrides, paths=cls.PATHS,
-                               tuples=("input_size", "lr_steps", "train_only"),
+                               tuples=("input_size", "lr_steps", "train_only", "se_modules"),
                                tables=("augment",))
         return cls(**values)
 
@@ -333,6 +334,7 @@ class Trainer(EpochTrainer):
                 image_size=size, heatmap_size=(size[0] // 4, size[1] // 4), num_instances=1,
                 train=False, boxes=config.val_boxes)
         self.model = build_model(config.arch, num_instances=config.instances, image_size=size,
+                                 se_modules=config.se_modules,
                                  num_joints=self.keypoints.num_joints).to(self.device)
         self.init_report = None
         if config.init:

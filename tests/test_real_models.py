@@ -142,13 +142,15 @@ def test_movenet_training_targets_decode_back_to_the_joints() -> None:
     assert exact < model.train_loss(shifted, *args)
 
 
-def test_fresh_mimbs_start_as_the_pretrained_network() -> None:
+@pytest.mark.parametrize("se", [(True, True, False, False), (True, True, True, False)],
+                         ids=["FPN MIMBs", "with the deep MIMB"])
+def test_fresh_mimbs_start_as_the_pretrained_network(se) -> None:
     """MIPNet-MoveNet initialised from the converted single-instance network: both instances
     start as that network (MIMBs neutral, exactly compensated), and each λ then learns."""
     from mipnet_cli.train import initialise
 
     single = PoseEstimator.from_checkpoint(LIGHTNING, EngineOptions(flip_test=False), "cpu").model
-    multi = build_model("movenet_lightning", num_instances=2)
+    multi = build_model("movenet_lightning", num_instances=2, se_modules=se)
     loaded, fresh, neutral = initialise(multi, LIGHTNING)
     assert neutral and fresh > 0
     multi.neutral_mimbs()

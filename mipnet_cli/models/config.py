@@ -37,7 +37,8 @@ class ModelConfig:
     number of λ values (people per box); 1 gives the plain single-instance network.
     `se_modules` says where the MIMBs sit: for HRNet before stages 2, 3, 4 and on the stage-4
     output; for ResNet before layer1..layer4; for MoveNet (on the FPN's lateral inputs, on the
-    FPN output, -, -). The paper (and official scripts) use (False, False, True, True).
+    FPN output, before the last six backbone blocks, -). The paper (and official scripts) use
+    (False, False, True, True).
     """
 
     arch: str = "hrnet"

@@ -31,6 +31,9 @@ _MOBILENET_V2 = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6,
                  (6, 160, 3, 2), (6, 320, 1, 1))
 # Block indices (Keras numbering) whose outputs feed the FPN: strides 4, 8, 16.
 _TAPS = (2, 5, 9)
+# The deep MIMB (se_modules[2]) sits on this block's output (stride 16, 96 channels; the block
+# has no residual path, so a neutral start is exact): the last six blocks then depend on λ.
+_DEEP = 10
 _FPN_CHANNELS = (32, 24, 24)  # after merging at strides 16, 8, 4
 _LATERAL_CHANNELS = (64, 64, 32, 24)  # strides 32, 16, 8, 4
 HEAD_CHANNELS = {"center": 1, "kpt_regress": 34, "kpt_heatmap": 17, "kpt_offset": 34}
@@ -153,21 +156,31 @@ class MoveNet(KeypointPoseNet):
                                         config.se_reduction) if se[0] else None)
         self.output_mimb = (MIMB(_FPN_CHANNELS[-1], config.lambda_dim, config.se_reduction)
                             if se[1] else None)
+        self.deep_mimb = (MIMB(self.blocks[_DEEP].project.out_channels, config.lambda_dim,
+                               config.se_reduction) if se[2] else None)
         self.heatmap_size = (h // 4, w // 4)
 
     def trunk(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The MobileNetV2 features at strides 32, 16, 8, 4 (λ-independent)."""
+        """The λ-independent MobileNetV2 features: strides 32 (with a deep MIMB: block _DEEP's
+        stride-16 output instead), 16, 8, 4."""
         x = (x - 127.5) / 127.5  # MoveNet's own normalisation of 0-255 RGB
         x = F.relu6(self.stem(x))
         taps = {}
-        for i, block in enumerate(self.blocks):
+        stop = _DEEP if self.deep_mimb is not None else len(self.blocks) - 1
+        for i, block in enumerate(self.blocks[:stop + 1]):
             x = block(x)
             if i in _TAPS:
                 taps[i] = x
-        return [F.relu6(self.last(x)), *(taps[i] for i in reversed(_TAPS))]
+        top = x if self.deep_mimb is not None else F.relu6(self.last(x))
+        return [top, *(taps[i] for i in reversed(_TAPS))]
 
     def features(self, feats: list[torch.Tensor], lam: torch.Tensor | None) -> torch.Tensor:
         """The stride-4 FPN output that the heads read."""
+        if self.deep_mimb is not None:  # the last blocks, on λ-modulated features
+            x = self.deep_mimb(feats[0], lam)
+            for block in self.blocks[_DEEP + 1:]:
+                x = block(x)
+            feats = [F.relu6(self.last(x)), *feats[1:]]
         lateral = [conv(f) for conv, f in zip(self.laterals, feats, strict=True)]
         if self.lateral_mimbs is not None:
             lateral = self.lateral_mimbs(lateral, lam)
@@ -201,6 +214,8 @@ class MoveNet(KeypointPoseNet):
             pairs += list(zip(self.lateral_mimbs.se_layers, self.laterals, strict=True))
         if self.output_mimb is not None:
             pairs.append((self.output_mimb, self.fpn[-1].pointwise))
+        if self.deep_mimb is not None:
+            pairs.append((self.deep_mimb, self.blocks[_DEEP].project))
         for mimb, conv in pairs:
             mimb.fc[2].weight.zero_()
             last = mimb.fc_lambda[3]
@@ -215,7 +230,7 @@ class MoveNet(KeypointPoseNet):
         b, n = x.shape[0], lams.shape[0]
         feats = self.trunk(x)
         lam = None
-        if self.lateral_mimbs is not None or self.output_mimb is not None:
+        if any(m is not None for m in (self.lateral_mimbs, self.output_mimb, self.deep_mimb)):
             feats = [f.repeat_interleave(n, dim=0) for f in feats]
             lam = lams.to(x.dtype).repeat(b, 1)
         maps = self.head_maps(feats, lam)
