@@ -21,7 +21,7 @@ from .data.dataset import load_coco_json
 from .detection import DetectorBase
 from .detector_models import PERSON_DETECTORS
 from .errors import MipnetError, torch_load_message
-from .io import atomic_path, read_json
+from .io import atomic_path, finite, read_json
 from .results import Box
 from .yolox_detector import (
     DETECTOR_FORMAT,
@@ -351,13 +351,9 @@ class PersonDetector(DetectorBase):
 # ---------------------------------------------------------------------------- box files
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
-
-
 def _xywh(entry: Any) -> list[float] | None:
     bbox = entry.get("bbox") if isinstance(entry, dict) else None
-    if isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox):
+    if isinstance(bbox, list) and len(bbox) == 4 and finite(bbox):
         return [float(v) for v in bbox]
     return None
 
@@ -381,7 +377,7 @@ def load_box_file(
         xywh = _xywh(entry)
         if (xywh is None or not isinstance(entry.get("image_id"), int)
                 or not isinstance(entry.get("category_id"), int)
-                or not _is_number(entry.get("score", 1.0))):
+                or not finite([entry.get("score", 1.0)])):
             raise MipnetError(
                 f"{path}: detection {index} is malformed (needs integer image_id and "
                 f"category_id, bbox [x, y, w, h] and a numeric score): {str(entry)[:120]}"
@@ -447,7 +443,7 @@ def load_gt_boxes(ann_path: str | os.PathLike, require_keypoints: bool = False
         x, y, w, h = xywh
         x0, y0, x1, y1 = x, y, x + w, y + h
         width, height = sizes[ann["image_id"]]
-        if _is_number(width) and _is_number(height):
+        if finite([width, height]):
             x0, x1 = np.clip([x0, x1], 0.0, float(width))
             y0, y1 = np.clip([y0, y1], 0.0, float(height))
         if x1 <= x0 or y1 <= y0:

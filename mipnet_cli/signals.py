@@ -20,6 +20,11 @@ class Stopped(KeyboardInterrupt):
         self.signum = signum
 
 
+def signal_of(exc: KeyboardInterrupt) -> int:
+    """The signal behind an interruption: `Stopped`'s own, else SIGINT (Ctrl-C)."""
+    return exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+
+
 def _on_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 

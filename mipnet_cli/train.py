@@ -414,7 +414,7 @@ class Trainer(EpochTrainer):
                 "joints", "joints_vis", "context_joints", "context_vis", "fallback")}
             if self.teacher is not None:
                 with torch.no_grad():
-                    extra["teacher"] = self.teacher.eval().train_outputs(images, self.lambdas[:1])
+                    extra["teacher"] = self.teacher.train_outputs(images, self.lambdas[:1])
             loss = self.model.train_loss(outputs, targets, weights, extra)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()

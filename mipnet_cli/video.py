@@ -37,11 +37,11 @@ import numpy as np
 from .annotate import BoxSource, TableBoxes, box_source
 from .engine import EngineOptions, PoseEstimator, pick_device
 from .errors import MipnetError
-from .io import atomic_path, json_line, remove_stale_temps, temp_prefix
+from .io import atomic_path, check_outputs, json_line, remove_stale_temps, temp_prefix
 from .keypoints import KeypointSet
 from .render import draw_poses
 from .results import Box, ImagePoses, Pose
-from .signals import Stopped, StopRequest, stop_requests
+from .signals import StopRequest, signal_of, stop_requests
 from .tracking import PoseTracker
 from .writers import coco_dataset, pose_result
 
@@ -508,9 +508,7 @@ def annotate_video(
     if out is not None and Path(out).suffix.lower() not in CONTAINERS:
         raise MipnetError(f"{out}: the output video must end in "
                           f"{', '.join(sorted(CONTAINERS))}")
-    for target in (out, jsonl, coco):
-        if target is not None and Path(target).resolve() == src_path.resolve():
-            raise MipnetError(f"{target} would overwrite the input video")
+    check_outputs({"out": out, "jsonl": jsonl, "coco": coco}, inputs=[src_path])
     tracker = (PoseTracker(estimator.keypoint_set, kpt_thresh=options.kpt_thresh,
                            smooth=options.smooth, cutoff=options.smooth_cutoff,
                            beta=options.smooth_beta) if options.track else None)
@@ -551,10 +549,8 @@ def annotate_video(
         try:
             with stop_requests(stop_flag):
                 run.loop(reader, stop_flag)
-        except Stopped as exc:
-            summary.interrupted, summary.stop_signal = True, exc.signum
-        except KeyboardInterrupt:
-            summary.interrupted = True
+        except KeyboardInterrupt as exc:
+            summary.interrupted, summary.stop_signal = True, signal_of(exc)
         except _WriterFailed:
             pass  # raised below, once every thread has ended
         finally:
@@ -566,10 +562,9 @@ def annotate_video(
                 writer.join()
         if stop_flag.is_set() and not summary.interrupted:
             summary.interrupted, summary.stop_signal = True, stop_flag.signum
+        if writer is not None and writer.error is not None:
+            summary.error = summary.error or f"cannot encode the video ({_reason(writer.error)})"
         if jsonl_file is not None:
-            if writer is not None and writer.error is not None:
-                summary.error = summary.error or (
-                    f"cannot encode the video ({_reason(writer.error)})")
             jsonl_file.write(json.dumps(summary.end_record()) + "\n")
         if writer is not None:
             if writer.error is not None:

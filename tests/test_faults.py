@@ -137,8 +137,8 @@ def hidden(folder: Path) -> list[str]:
 PREDICT = ("predict", "--device", "cpu", "--no-flip")
 
 
-def _predict(capsys, kit, *argv: object) -> Run:
-    return _run(capsys, *PREDICT, "--weights", kit["ckpt"], *argv)
+def _predict(capsys, weights: Path, *argv: object) -> Run:
+    return _run(capsys, *PREDICT, "--weights", weights, *argv)
 
 
 def _video(capsys, kit, *argv: object) -> Run:
@@ -247,8 +247,8 @@ def test_read_only_folder_is_refused_before_work(kit, tmp_path, capsys) -> None:
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     try:
-        assert_fails(_predict(capsys, kit, "--gt", gt, files[0], "--json", locked / "r.json"),
-                     2, "locked", "permission denied")
+        assert_fails(_predict(capsys, kit["ckpt"], "--gt", gt, files[0], "--json",
+                              locked / "r.json"), 2, "locked", "permission denied")
     finally:
         locked.chmod(0o700)
 
@@ -262,7 +262,7 @@ def test_a_failed_write_is_one_line_naming_the_file(kit, tmp_path, capsys, monke
         raise PermissionError(13, "Permission denied", str(tmp_path / "r.json"))
 
     monkeypatch.setattr("mipnet_cli.io.tempfile.mkstemp", refuse)
-    assert_fails(_predict(capsys, kit, "--gt", gt, files[0], "--json", tmp_path / "r.json"),
+    assert_fails(_predict(capsys, kit["ckpt"], "--gt", gt, files[0], "--json", tmp_path / "r.json"),
                  2, "r.json", "Permission denied")
     assert (tmp_path / "r.json").read_text() == "previous"
 
@@ -275,13 +275,13 @@ def test_markup_in_file_names_and_messages(kit, tmp_path, capsys) -> None:
     bad = photos / "bad[red]name.png"
     bad.write_text("not an image")
     gt = _gt(photos / "gt.json", [good.name, bad.name])
-    run = _predict(capsys, kit, "--gt", gt, good, bad, "--json", tmp_path / "r.json")
+    run = _predict(capsys, kit["ckpt"], "--gt", gt, good, bad, "--json", tmp_path / "r.json")
     assert_ok(run, code=1)  # one file skipped
     assert f"skipped {bad}:" in run.err
     assert len(json.loads((tmp_path / "r.json").read_text())) > 0
     boxes = tmp_path / "boxes.json"
     boxes.write_text(json.dumps([{"image_id": 1, "category_id": 1, "bbox": "x", "score": 1}]))
-    line = assert_fails(_predict(capsys, kit, "--boxes", boxes, "--gt", gt, good), 2,
+    line = assert_fails(_predict(capsys, kit["ckpt"], "--boxes", boxes, "--gt", gt, good), 2,
                         "boxes.json", "bbox [x, y, w, h]")
     assert "[x, y, w, h]" in line
 
@@ -307,8 +307,8 @@ def test_signal_during_predict_keeps_the_images_done(signum, kit, tmp_path, caps
     files, gt = _photos(tmp_path / "p", 4)
     _interrupt_on_call(monkeypatch, 2, signum)
     out = tmp_path / "r.json"
-    run = _predict(capsys, kit, "--gt", gt, *files, "--json", out, "--coco", tmp_path / "d.json",
-                   "--batch-size", 1)
+    run = _predict(capsys, kit["ckpt"], "--gt", gt, *files, "--json", out, "--coco",
+                   tmp_path / "d.json", "--batch-size", 1)
     assert run.code == 128 + signum, run.err
     assert "Traceback" not in run.err
     name = signal.Signals(signum).name
@@ -426,13 +426,9 @@ def test_checkpoint_with_nan_weights_is_refused(kit, tmp_path, capsys) -> None:
     bad = tmp_path / "nan.safetensors"
     save_file(state, str(bad), metadata=meta)
     files, gt = _photos(tmp_path / "p")
-    assert_fails(_predict_with(capsys, bad, "--gt", gt, files[0], "--json", tmp_path / "r.json"),
+    assert_fails(_predict(capsys, bad, "--gt", gt, files[0], "--json", tmp_path / "r.json"),
                  2, "nan.safetensors", "NaN or infinity")
     assert not (tmp_path / "r.json").exists()
-
-
-def _predict_with(capsys, ckpt: Path, *argv: object) -> Run:
-    return _run(capsys, *PREDICT, "--weights", ckpt, *argv)
 
 
 def test_non_finite_network_output_never_reaches_json(kit, tmp_path, capsys,
@@ -452,7 +448,7 @@ def test_non_finite_network_output_never_reaches_json(kit, tmp_path, capsys,
         return poses
 
     monkeypatch.setattr(PoseEstimator, "predict", nan_scores)
-    assert_fails(_predict(capsys, kit, "--gt", gt, files[0], "--json", out), 2, "r.json",
+    assert_fails(_predict(capsys, kit["ckpt"], "--gt", gt, files[0], "--json", out), 2, "r.json",
                  "non-finite")
     assert out.read_text() == "[]"
 
@@ -496,7 +492,7 @@ def test_checkpoint_metadata_is_validated(case, command, kit, tmp_path, capsys) 
         run = _run(capsys, "weights", "info", bad)
     else:
         files, gt = _photos(tmp_path / "p")
-        run = _predict_with(capsys, bad, "--gt", gt, files[0], "--json", tmp_path / "r.json")
+        run = _predict(capsys, bad, "--gt", gt, files[0], "--json", tmp_path / "r.json")
         assert not (tmp_path / "r.json").exists()
     assert_fails(run, 2, "bad.safetensors", needle)
 
@@ -533,7 +529,7 @@ def test_truncated_safetensors_and_code_running_pickle(kit, tmp_path, capsys) ->
     assert "weights_only" not in line and "trust" not in line  # no advice to load it anyway
     assert not (tmp_path / "pwned").exists()
     files, gt = _photos(tmp_path / "p")
-    assert_fails(_predict_with(capsys, evil, "--gt", gt, files[0]), 2, "evil.pth", "refused")
+    assert_fails(_predict(capsys, evil, "--gt", gt, files[0]), 2, "evil.pth", "refused")
     assert not (tmp_path / "pwned").exists()
 
 
@@ -544,12 +540,12 @@ def test_box_file_matching_no_image(kit, tmp_path, capsys) -> None:
     boxes = tmp_path / "dets.json"
     boxes.write_text(json.dumps([{"image_id": 999, "category_id": 1, "score": 0.9,
                                   "bbox": [1, 1, 30, 30]}]))
-    assert_fails(_predict(capsys, kit, "--boxes", boxes, *files, "--json", tmp_path / "r.json"),
-                 2, "dets.json", "none of its image ids (999)")
+    assert_fails(_predict(capsys, kit["ckpt"], "--boxes", boxes, *files, "--json",
+                          tmp_path / "r.json"), 2, "dets.json", "none of its image ids (999)")
     assert not (tmp_path / "r.json").exists()
     boxes.write_text(json.dumps([{"image_id": 2, "category_id": 1, "score": 0.9,
                                   "bbox": [1, 1, 30, 30]}]))
-    run = _predict(capsys, kit, "--boxes", boxes, *files, "--json", tmp_path / "r.json")
+    run = _predict(capsys, kit["ckpt"], "--boxes", boxes, *files, "--json", tmp_path / "r.json")
     assert_ok(run)
     assert "for 1 of 2 images" in run.err
 
@@ -594,7 +590,7 @@ def test_large_image_gives_no_library_warning(kit, tmp_path, capsys) -> None:
     big = tmp_path / "1.png"
     Image.new("RGB", (12000, 9000)).save(big, compress_level=1)  # over PIL's bomb warning
     gt = _gt(tmp_path / "gt.json", [big.name])
-    run = _predict(capsys, kit, "--gt", gt, big, "--json", tmp_path / "r.json")
+    run = _predict(capsys, kit["ckpt"], "--gt", gt, big, "--json", tmp_path / "r.json")
     assert_ok(run)
     assert "DecompressionBomb" not in run.err
 
@@ -621,7 +617,7 @@ def test_mixed_good_and_bad_folder(kit, tmp_path, capsys) -> None:
     Image.new("RGB", (SIZE, 32)).save(tmp_path / "p" / "rotated.jpg", exif=exif)
     names = sorted(p.name for p in (tmp_path / "p").iterdir())
     gt = _gt(tmp_path / "gt.json", names, bbox=[0, 0, 1, 1])
-    run = _predict(capsys, kit, "--gt", gt, tmp_path / "p", "--json", tmp_path / "r.json")
+    run = _predict(capsys, kit["ckpt"], "--gt", gt, tmp_path / "p", "--json", tmp_path / "r.json")
     assert run.code == 1 and "Traceback" not in run.err
     for name, reason in reasons.items():
         line = next(ln for ln in run.err.splitlines() if name in ln)

@@ -6,7 +6,6 @@ are never read as Rich markup; the styled labels of messages come from `styled`.
 
 from __future__ import annotations
 
-import signal
 import sys
 import warnings
 
@@ -16,7 +15,7 @@ from rich.progress import ProgressColumn, Task
 from rich.text import Text
 
 from ..errors import MipnetError, os_error_message
-from ..signals import Stopped, terminate_as_interrupt
+from ..signals import Stopped, signal_of, terminate_as_interrupt
 
 app = typer.Typer(
     name="mipnet",
@@ -91,7 +90,7 @@ def run_app(argv: list[str] | None = None) -> int:
             return 2
         except KeyboardInterrupt as exc:
             say("interrupted", "yellow", "" if not isinstance(exc, Stopped) else f"({exc})")
-            return 128 + (exc.signum if isinstance(exc, Stopped) else signal.SIGINT)
+            return 128 + signal_of(exc)
         except Exception as exc:
             # Usage errors (typer's, which vendors click in recent versions) become one line
             # too, with where to read more; anything else is a bug and keeps its traceback.
