@@ -26,11 +26,17 @@ from .detector import (
     open_detector,
     weights_cached,
 )
-from .engine import EngineOptions, PoseEstimator, pick_device
+from .engine import EngineOptions, PoseEstimator, pick_device, whole_image_boxes
 from .errors import MipnetError
 from .images import expand_inputs, read_image
-from .results import Box, ImagePoses
-from .weights import ZooEntry, default_entry, resolve_pose_weights, shipped_detector
+from .results import Box, ImagePoses, person_boxes
+from .weights import (
+    ZooEntry,
+    default_entry,
+    resolve_pose_weights,
+    resolve_scorer_weights,
+    shipped_detector,
+)
 from .yolox_detector import YoloxPersonDetector
 
 
@@ -87,7 +93,17 @@ class TableBoxes:
         return f"boxes from {self.path} for {matched} of {len(image_ids)} {what}"
 
 
-BoxSource = DetectorBoxes | TableBoxes
+class WholeImage:
+    """The whole image as the one "box" of each image: the input of whole-image (single-stage)
+    networks, which find every person themselves."""
+
+    source = "image"
+
+    def boxes(self, images: Sequence[np.ndarray], image_ids: Sequence[int]) -> list[list[Box]]:
+        return whole_image_boxes(images)
+
+
+BoxSource = DetectorBoxes | TableBoxes | WholeImage
 
 
 def detector_boxes(name: str | None, weights_path: str | os.PathLike | None,
@@ -121,10 +137,19 @@ def detector_boxes(name: str | None, weights_path: str | os.PathLike | None,
 def box_source(*, boxes: str | os.PathLike | None = None, gt: str | os.PathLike | None = None,
                detector: str | None = None, detector_weights: str | os.PathLike | None = None,
                det_thresh: float | None = None, det_nms: float = 0.5,
-               device: str | torch.device | None = None) -> BoxSource:
+               device: str | torch.device | None = None, whole_image: bool = False
+               ) -> BoxSource:
     """Where person boxes come from: a COCO detection-results file (`det_thresh` default 0, as
     in the official evaluation), else the boxes of the annotation file `gt` unless a detector
-    is named, else a detector (see `detector_boxes`; `det_thresh` default 0.5)."""
+    is named, else a detector (see `detector_boxes`; `det_thresh` default 0.5). For a
+    `whole_image` network the whole image, and no box source may be named."""
+    if whole_image:
+        named = [n for n, v in (("--boxes", boxes), ("--detector", detector),
+                                ("--detector-weights", detector_weights)) if v is not None]
+        if named:
+            raise MipnetError(f"this is a single-stage network: it finds the people itself; "
+                              f"leave out {', '.join(named)}")
+        return WholeImage()
     if boxes is not None and (detector is not None or detector_weights is not None):
         raise MipnetError("a box file and a detector are two box sources: give only one")
     if boxes is not None:
@@ -134,6 +159,26 @@ def box_source(*, boxes: str | os.PathLike | None = None, gt: str | os.PathLike 
         return TableBoxes(load_gt_boxes(gt), "gt", str(gt))
     return detector_boxes(detector, detector_weights, 0.5 if det_thresh is None else det_thresh,
                           det_nms, pick_device(device))
+
+
+def load_estimator(weights: str | os.PathLike | None, engine: EngineOptions | None = None,
+                   device: str | None = None, min_instances: int = 1,
+                   scorer: str | None = None) -> PoseEstimator:
+    """A pose estimator from a checkpoint path, a zoo name or None (the shipped default with
+    at least `min_instances` instances), on `device` (auto: CUDA when present). With
+    `engine.rescore == "psm"`, the single-stage checkpoint `scorer` (default: the shipped
+    one) scores the poses."""
+    spec = None if weights is None else str(weights)
+    psm = engine is not None and engine.rescore == "psm"
+    if scorer is not None and not psm:
+        raise MipnetError("--scorer scores poses with --rescore psm: add it, or leave out "
+                          "--scorer")
+    try:
+        return PoseEstimator.from_checkpoint(
+            resolve_pose_weights(spec, min_instances), engine, pick_device(device),
+            resolve_scorer_weights(scorer) if psm else None)
+    except ValueError as exc:
+        raise MipnetError(str(exc)) from None
 
 
 def _failure(path: Path, error: MipnetError) -> ImageFailure:
@@ -208,6 +253,7 @@ class Annotator:
         engine: EngineOptions | None = None,
         device: str | None = None,
         images_per_batch: int = 8,
+        scorer: str | None = None,
     ) -> Annotator:
         """Build from user settings.
 
@@ -215,17 +261,16 @@ class Annotator:
         there, as in the official evaluation), else from the ground truth `gt` unless a
         `detector` or `detector_weights` is named, else from a detector (see `detector_boxes`:
         torchvision's COCO Faster R-CNN, offline the shipped YOLOX-Nano; `det_thresh` 0.5).
-        `gt` also gives the image ids. `weights=None` takes the shipped default pose model.
+        `gt` also gives the image ids. `weights=None` takes the shipped default pose model;
+        `scorer` the single-stage checkpoint of `engine.rescore == "psm"` (see
+        `video.load_estimator`).
         """
         torch_device = pick_device(device)
-        try:
-            estimator = PoseEstimator.from_checkpoint(resolve_pose_weights(weights), engine,
-                                                      torch_device)
-        except ValueError as exc:
-            raise MipnetError(str(exc)) from None
+        estimator = load_estimator(weights, engine, str(torch_device), scorer=scorer)
         source = box_source(boxes=boxes, gt=gt, detector=detector,
                             detector_weights=detector_weights, det_thresh=det_thresh,
-                            det_nms=det_nms, device=torch_device)
+                            det_nms=det_nms, device=torch_device,
+                            whole_image=estimator.model.whole_image)
         ids = image_ids_by_filename(gt) if gt is not None else None
         return cls(estimator, source, ids, ids_from=str(gt), images_per_batch=images_per_batch)
 
@@ -312,6 +357,7 @@ class Annotator:
         poses = self.estimator.predict(images, boxes)
         for (i, img), image_id, b, p in zip(good, image_ids, boxes, poses, strict=True):
             results[i] = (ImagePoses(path=str(files[i]), width=img.shape[1],
-                                     height=img.shape[0], image_id=image_id, boxes=b, poses=p),
+                                     height=img.shape[0], image_id=image_id,
+                                     boxes=person_boxes(b), poses=p),
                           img)
         return results

@@ -26,20 +26,16 @@ from .detector_models import SMALL_PERSON_DETECTOR
 from .engine import pick_device
 from .errors import MipnetError
 from .images import read_image
-from .train import EpochTrainer, hardware_summary, portable_settings, read_settings
+from .train import DataPaths, EpochTrainer, read_settings
 from .yolox_detector import YoloxPersonDetector
 
 Target = dict[str, torch.Tensor]
 
 
 @dataclass
-class DetectorTrainConfig:
+class DetectorTrainConfig(DataPaths):
     """A detector training run; TOML files and `--set key=value` fill it."""
 
-    train_ann: str = ""
-    train_images: str = ""
-    val_ann: str | None = None
-    val_images: str | None = None
     detector: str = SMALL_PERSON_DETECTOR
     epochs: int = 5
     batch_size: int = 8
@@ -193,11 +189,7 @@ class DetectorTrainer(EpochTrainer):
     """One detector training run in `config.out_dir`: last.pt, best.pt, state.pt, log.jsonl."""
 
     def __init__(self, config: DetectorTrainConfig, device: str | None = None) -> None:
-        self.config = config
-        self.device = pick_device(device)
-        self.out = Path(config.out_dir)
-        self._start_run()
-        torch.manual_seed(config.seed)
+        super().__init__(config, pick_device(device))
         self.train_set = PersonBoxes(config.train_ann, config.train_images, config.flip_prob)
         self.detector = PersonDetector(config.detector, weights=None, num_classes=2,
                                        score_thresh=config.eval_score_thresh,
@@ -222,17 +214,9 @@ class DetectorTrainer(EpochTrainer):
         return c.lr * warm * c.lr_factor ** drops
 
     def provenance(self) -> dict[str, Any]:
-        c = self.config
         last_val = next((r["val"] for r in reversed(self.history) if "val" in r), None)
-        return {
-            "trained_with": "mipnet train-detector", "train_ann": Path(c.train_ann).name,
-            "train_images": len(self.train_set), "epochs": self.epoch, "steps": self.step,
-            "batch_size": c.batch_size, "lr": c.lr, "seed": c.seed,
-            "hardware": hardware_summary(self.device, None),
-            "train_time_s": round(self.train_time, 1), "torch": str(torch.__version__),
-            "date": time.strftime("%Y-%m-%d"), "val": last_val,
-            "config": portable_settings(c),
-        }
+        return self.base_provenance("mipnet train-detector") | {
+            "train_images": len(self.train_set), "steps": self.step, "val": last_val}
 
     def train_epoch(self, progress=None, stop_after: int | None = None) -> dict:
         """One epoch; `stop_after` aborts after that many steps (interruption tests)."""

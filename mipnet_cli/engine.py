@@ -22,6 +22,12 @@ from .models import PoseNet, instance_lambdas
 from .results import Box, Pose
 
 
+def whole_image_boxes(images: Sequence[np.ndarray]) -> list[list[Box]]:
+    """One box covering each whole image: what whole-image families take as their "crop"."""
+    return [[Box(np.array([0.0, 0.0, img.shape[1], img.shape[0]]), 1.0, "image", 0)]
+            for img in images]
+
+
 def pick_device(device: str | torch.device | None = None) -> torch.device:
     """`device`, else CUDA when present, else the CPU."""
     if device and device != "auto":
@@ -44,15 +50,36 @@ class EngineOptions:
     half: bool = False  # fp16 on CUDA
     # NHWC activations (faster depthwise convolutions in oneDNN); default: on the CPU
     channels_last: bool | None = None
+    # How a pose's keypoints weigh in its score: "keypoints" (mean confident keypoint score,
+    # official) or "psm" (the OKS a single-stage network's PSM predicts; needs a `scorer`)
+    rescore: str = "keypoints"
 
 
 @dataclass
 class CropPoses:
-    """Decoded poses of a batch of boxes: (B, N, K, 3) keypoints in image pixels."""
+    """Decoded poses of a batch of boxes: (B, N, K, 3) keypoints in image pixels, with the
+    network's own pose scores and areas (B, N) when its family gives them (`Candidates`)."""
 
     keypoints: np.ndarray
     centers: np.ndarray  # (B, 2)
     scales: np.ndarray  # (B, 2)
+    scores: np.ndarray | None = None
+    areas: np.ndarray | None = None
+    instances: np.ndarray | None = None  # (N,) λ index of each slot (default 0..N-1)
+
+    @classmethod
+    def join(cls, parts: list[CropPoses], centers: np.ndarray, scales: np.ndarray,
+             joints: int, slots: int) -> CropPoses:
+        """The decoded poses of consecutive batches as one (an empty one for no parts)."""
+        if not parts:
+            return cls(np.zeros((0, slots, joints, 3), np.float32), centers, scales)
+
+        def cat(name: str) -> np.ndarray | None:
+            values = [getattr(p, name) for p in parts]
+            return None if values[0] is None else np.concatenate(values)
+
+        return cls(cat("keypoints"), centers, scales, cat("scores"), cat("areas"),
+                   parts[0].instances)
 
 
 class PoseEstimator:
@@ -64,8 +91,18 @@ class PoseEstimator:
         keypoint_set: KeypointSet | str = "coco",
         options: EngineOptions | None = None,
         device: str | torch.device | None = None,
+        scorer=None,
     ) -> None:
+        """`scorer`: a `pose_scoring.PoseScorer`, required by `options.rescore == "psm"`."""
         self.options = options or EngineOptions()
+        if self.options.rescore not in ("keypoints", "psm"):
+            raise ValueError(f"rescore {self.options.rescore!r}: expected keypoints or psm")
+        if (self.options.rescore == "psm") != (scorer is not None):
+            raise ValueError("rescore psm goes with a pose scorer, and a scorer with it")
+        if scorer is not None and model.whole_image:
+            raise ValueError("a single-stage network scores its own poses (classification × "
+                             "PSM): leave out --rescore psm")
+        self.scorer = scorer
         self.device = pick_device(str(device) if device is not None else None)
         self.keypoint_set = (get_keypoint_set(keypoint_set) if isinstance(keypoint_set, str)
                              else keypoint_set)
@@ -89,11 +126,18 @@ class PoseEstimator:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, options: EngineOptions | None = None,
-                        device: str | torch.device | None = None) -> PoseEstimator:
+                        device: str | torch.device | None = None,
+                        scorer_path: str | Path | None = None) -> PoseEstimator:
+        """From a checkpoint; with `scorer_path`, its PSM rescores the poses (rescore psm)."""
         from .checkpoints import load_checkpoint
 
         model, meta = load_checkpoint(path)
-        return cls(model, meta.keypoints, options, device)
+        scorer = None
+        if scorer_path is not None:
+            from .pose_scoring import PoseScorer
+
+            scorer = PoseScorer.from_checkpoint(scorer_path, device)
+        return cls(model, meta.keypoints, options, device, scorer)
 
     @property
     def num_instances(self) -> int:
@@ -113,8 +157,8 @@ class PoseEstimator:
 
     def boxes_to_center_scale(self, xywh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         h, w = self.input_size
-        return box_to_center_scale(np.asarray(xywh, np.float64).reshape(-1, 4), w / h,
-                                   self.options.box_padding)
+        padding = self.model.crop_padding or self.options.box_padding
+        return box_to_center_scale(np.asarray(xywh, np.float64).reshape(-1, 4), w / h, padding)
 
     def crops(self, images: Sequence[np.ndarray | torch.Tensor], centers: np.ndarray,
               scales: np.ndarray, image_index: np.ndarray | None = None) -> torch.Tensor:
@@ -161,6 +205,12 @@ class PoseEstimator:
         """(B, N, ...) outputs -> (B, N, K, 3) keypoints (x, y, confidence) in image pixels."""
         return self.model.decode(outputs, centers, scales, dark=self.options.dark)
 
+    def candidates(self, outputs: torch.Tensor, centers: np.ndarray, scales: np.ndarray
+                   ) -> CropPoses:
+        """(B, N, ...) outputs -> decoded poses with what the family says about them."""
+        c = self.model.decode_candidates(outputs, centers, scales, dark=self.options.dark)
+        return CropPoses(c.keypoints, centers, scales, c.scores, c.areas, c.instances)
+
     def estimate(
         self,
         images: Sequence[np.ndarray | torch.Tensor],
@@ -169,33 +219,41 @@ class PoseEstimator:
     ) -> CropPoses:
         """Keypoints of every instance for boxes of several RGB images, batched."""
         centers, scales = self.boxes_to_center_scale(boxes_xywh)
-        keypoints = np.zeros((len(centers), self.num_instances, self.keypoint_set.num_joints, 3),
-                             np.float32)
+        parts = []
         bs = self.options.batch_size
         for start in range(0, len(centers), bs):
             sl = slice(start, start + bs)
             crops = self.crops(images, centers[sl], scales[sl], image_index[sl])
-            keypoints[sl] = self.decode(self.infer(crops), centers[sl], scales[sl])
-        return CropPoses(keypoints, centers, scales)
+            parts.append(self.candidates(self.infer(crops), centers[sl], scales[sl]))
+        return CropPoses.join(parts, centers, scales, self.keypoint_set.num_joints,
+                              self.num_instances)
 
     def merge(self, crop_poses: CropPoses, boxes: Sequence[Box], rows: np.ndarray) -> list[Pose]:
         """Merge the instances of the boxes `rows` (one image) into that image's poses."""
         if len(rows) == 0:
             return []
-        n = self.num_instances
-        kps = crop_poses.keypoints[rows].reshape(-1, self.keypoint_set.num_joints, 3)
+        cp = crop_poses
+        n = cp.keypoints.shape[1]
+        kps = cp.keypoints[rows].reshape(-1, self.keypoint_set.num_joints, 3)
         box_scores = np.repeat([boxes[r].score for r in rows], n)
-        areas = np.repeat(box_areas(crop_poses.scales[rows]), n)
-        instances = np.tile(np.arange(n), len(rows))
+        areas = (np.repeat(box_areas(cp.scales[rows]), n) if cp.areas is None
+                 else cp.areas[rows].reshape(-1).astype(np.float64))
+        slots = np.arange(n) if cp.instances is None else cp.instances
+        instances = np.tile(slots, len(rows))
+        pose_scores = None if cp.scores is None else cp.scores[rows].reshape(-1)
+        filled = np.arange(len(kps)) if pose_scores is None else np.flatnonzero(pose_scores > 0)
         result = merge_instances(
-            kps, box_scores, areas, instances, sigmas=self.keypoint_set.sigmas_array,
-            decay=self.options.instance_decay, in_vis_thre=self.options.in_vis_thre,
-            oks_thresh=self.options.oks_thresh)
+            kps[filled], box_scores[filled], areas[filled], instances[filled],
+            sigmas=self.keypoint_set.sigmas_array, decay=self.options.instance_decay,
+            in_vis_thre=self.options.in_vis_thre, oks_thresh=self.options.oks_thresh,
+            pose_scores=None if pose_scores is None else pose_scores[filled])
         poses = []
-        for i in result.keep:
+        for j in result.keep:
+            i = filled[j]
             box = boxes[rows[i // n]]
-            poses.append(Pose(keypoints=kps[i].copy(), score=float(result.scores[i]),
-                              box_id=box.id, instance=int(i % n), box_xywh=box.xywh,
+            poses.append(Pose(keypoints=kps[i].copy(), score=float(result.scores[j]),
+                              box_id=box.id, instance=int(instances[i]),
+                              box_xywh=box.xywh if box.source != "image" else [],
                               area=float(areas[i])))
         return poses
 
@@ -209,6 +267,11 @@ class PoseEstimator:
             return [[] for _ in images]
         xywh = np.array([b.xywh for b in flat], np.float64)
         crop_poses = self.estimate(images, xywh, index)
+        if self.scorer is not None:
+            n = crop_poses.keypoints.shape[1]
+            scores = self.scorer.score(images, [crop_poses.keypoints[index == i].reshape(
+                -1, *crop_poses.keypoints.shape[2:]) for i in range(len(images))])
+            crop_poses.scores = np.concatenate(scores).reshape(-1, n)
         out, start = [], 0
         for per_image in boxes:
             rows = np.arange(start, start + len(per_image))

@@ -86,6 +86,35 @@ def oks_nms(
     return np.asarray(keep, np.int64)
 
 
+def soft_nms(boxes: np.ndarray, scores: np.ndarray, min_score: float = 0.001,
+             sigma: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian soft-NMS (Bodla et al., 2017) over boxes (N, 4) x0, y0, x1, y1.
+
+    Repeatedly picks the highest-scoring box and multiplies every remaining score by
+    exp(-IoU² / sigma); boxes that fall below `min_score` are dropped. Returns the picked
+    indices in pick order and their scores at the time they were picked.
+    """
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    s = np.asarray(scores, np.float64).copy()
+    area = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    alive = np.arange(len(b))
+    keep, kept_scores = [], []
+    while alive.size:
+        best = alive[np.argmax(s[alive])]
+        if s[best] < min_score:
+            break
+        keep.append(best)
+        kept_scores.append(s[best])
+        alive = alive[alive != best]
+        lt = np.maximum(b[alive, :2], b[best, :2])
+        rb = np.minimum(b[alive, 2:], b[best, 2:])
+        inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
+        iou = inter / np.maximum(area[alive] + area[best] - inter, 1e-9)
+        s[alive] *= np.exp(-(iou**2) / sigma)
+        alive = alive[s[alive] >= min_score]
+    return np.asarray(keep, np.int64), np.asarray(kept_scores, np.float32)
+
+
 def keypoint_scores(keypoints: np.ndarray, in_vis_thre: float = 0.2) -> np.ndarray:
     """Mean confidence of the joints whose confidence is strictly above ``in_vis_thre``; 0 if none.
 
@@ -128,6 +157,7 @@ def merge_instances(
     decay: float = 0.5,
     in_vis_thre: float = 0.2,
     oks_thresh: float = 0.9,
+    pose_scores: np.ndarray | Sequence[float] | None = None,
 ) -> MergeResult:
     """Merge the candidate poses of one image, as the official ``evaluate_lambda``.
 
@@ -142,6 +172,9 @@ def merge_instances(
       input order (further instances first, by descending index); this only decides between
       equal scores. ``keep`` indexes the inputs and lists the survivors by descending score.
 
+    - ``pose_scores`` ``(N,)``, when given, are learned pose scores (a PSM's predicted OKS)
+      that take the place of the keypoint rescoring: ``score = pose_score * box_score``.
+
     Restricting the inputs to one instance gives the official per-mode ("mode0"/"mode1") lists.
     """
     kp = np.asarray(keypoints)
@@ -149,7 +182,8 @@ def merge_instances(
     box = np.asarray(box_scores, np.float64).reshape(len(kp))
     box = np.where(inst > 0, box * decay, box)
     kpt = keypoint_scores(kp, in_vis_thre)
-    scores = kpt.astype(np.float64) * box
+    quality = kpt if pose_scores is None else np.asarray(pose_scores).reshape(len(kp))
+    scores = quality.astype(np.float64) * box
     visit = np.argsort(-inst, kind="stable")
     area = np.asarray(areas, np.float64).reshape(len(kp))
     keep = oks_nms(kp[visit], scores[visit], area[visit], oks_thresh, sigmas)

@@ -13,13 +13,18 @@ class Box:
 
     xyxy: np.ndarray  # (4,) float
     score: float = 1.0
-    source: str = "detector"  # "detector" | "file" | "gt"
+    source: str = "detector"  # "detector" | "file" | "gt" | "image" (the whole image)
     id: int = 0
 
     @property
     def xywh(self) -> list[float]:
         x0, y0, x1, y1 = (float(v) for v in self.xyxy)
         return [x0, y0, x1 - x0, y1 - y0]
+
+
+def person_boxes(boxes: list[Box]) -> list[Box]:
+    """The person boxes among `boxes`: without the whole-image "box" of whole-image families."""
+    return [b for b in boxes if b.source != "image"]
 
 
 @dataclass

@@ -30,13 +30,19 @@ from .validation import evaluate_predictions, predict_dataset
 
 
 @dataclass
-class TrainConfig:
-    """Everything a training run needs; TOML files and `--set key=value` fill it."""
+class DataPaths:
+    """The data every training run names: COCO-format annotation files and image folders."""
 
     train_ann: str = ""
     train_images: str = ""
     val_ann: str | None = None
     val_images: str | None = None
+
+
+@dataclass
+class TrainConfig(DataPaths):
+    """Everything a training run needs; TOML files and `--set key=value` fill it."""
+
     val_boxes: str | None = None
     keypoints: str | None = None  # default: from the annotation file's joint count
     arch: str = "hrnet_w32"
@@ -205,18 +211,32 @@ class EpochTrainer:
     """What the pose and detector trainers share: a run folder with state.pt (exact resume)
     and log.jsonl, the epoch loop, periodic validation and best-checkpoint tracking.
 
-    Subclasses set config (with epochs, val_every, out_dir), model, optimizer, device and out,
-    call `_start_run`, and define train_epoch, validate, score and save_weights.
+    Subclasses call `__init__` with their config (with epochs, val_every, out_dir, seed) and
+    device, set model and optimizer, and define train_epoch, validate, score and save_weights.
     """
 
     rank = 0  # only rank 0 validates and writes
 
-    def _start_run(self) -> None:
+    def __init__(self, config: Any, device: torch.device) -> None:
+        self.config = config
+        self.device = device
+        self.out = Path(config.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.epoch = 0
         self.best = float("-inf")
         self.history: list[dict] = []
         self.train_time = 0.0
+        torch.manual_seed(config.seed)
+
+    def base_provenance(self, trained_with: str, amp_dtype: torch.dtype | None = None
+                        ) -> dict[str, Any]:
+        """What every checkpoint says about the run that made it."""
+        c = self.config
+        return {"trained_with": trained_with, "train_ann": Path(c.train_ann).name,
+                "epochs": self.epoch, "batch_size": c.batch_size, "lr": c.lr, "seed": c.seed,
+                "hardware": hardware_summary(self.device, amp_dtype),
+                "train_time_s": round(self.train_time, 1), "torch": str(torch.__version__),
+                "date": time.strftime("%Y-%m-%d"), "config": portable_settings(c)}
 
     @property
     def state_path(self) -> Path:
@@ -300,7 +320,6 @@ class Trainer(EpochTrainer):
     log.jsonl and curves.png."""
 
     def __init__(self, config: TrainConfig, device: str | None = None, console=None) -> None:
-        self.config = config
         self.console = console
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
@@ -308,15 +327,13 @@ class Trainer(EpochTrainer):
             local = int(os.environ.get("LOCAL_RANK", "0"))
             backend = "nccl" if torch.cuda.is_available() else "gloo"
             torch.distributed.init_process_group(backend)
-            self.device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else \
+            where = torch.device(f"cuda:{local}") if torch.cuda.is_available() else \
                 torch.device("cpu")
-            if self.device.type == "cuda":
-                torch.cuda.set_device(self.device)
+            if where.type == "cuda":
+                torch.cuda.set_device(where)
         else:
-            self.device = pick_device(device)
-        self.out = Path(config.out_dir)
-        self._start_run()
-        torch.manual_seed(config.seed)
+            where = pick_device(device)
+        super().__init__(config, where)
         size = tuple(config.input_size)
         self.train_set = KeypointDataset(
             config.train_ann, config.train_images, image_size=size,
@@ -365,15 +382,8 @@ class Trainer(EpochTrainer):
         self.scaler.load_state_dict(state["scaler"])
 
     def provenance(self) -> dict:
-        c = self.config
-        return {
-            "trained_with": "mipnet train", "train_ann": Path(c.train_ann).name,
-            "epochs": self.epoch, "batch_size": c.batch_size, "lr": c.lr, "seed": c.seed,
-            "hardware": hardware_summary(self.device, self.amp_dtype), "processes": self.world,
-            "train_time_s": round(self.train_time, 1), "torch": torch.__version__,
-            "date": time.strftime("%Y-%m-%d"), "best_val": self.best,
-            "config": portable_settings(c),
-        }
+        return self.base_provenance("mipnet train", self.amp_dtype) | {
+            "processes": self.world, "best_val": self.best}
 
     # ------------------------------------------------------------------ loop
     def _loader(self, epoch: int) -> DataLoader:

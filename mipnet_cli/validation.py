@@ -14,8 +14,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from .data import KeypointDataset
-from .engine import PoseEstimator
+from .data.dataset import load_coco_json
+from .engine import PoseEstimator, whole_image_boxes
 from .evaluate import coco_keypoint_metrics, crowdpose_metrics
+from .images import read_image
 from .merge import box_areas, merge_instances
 
 SWEEP_THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(10))
@@ -103,12 +105,38 @@ def merged_results(
     return results
 
 
+@torch.no_grad()
+def predict_scenes(estimator: PoseEstimator, ann: str, images: str, images_per_batch: int = 8,
+                   progress=None) -> list[dict]:
+    """COCO keypoint results of a whole-image network over every image of `ann`."""
+    from pathlib import Path
+
+    entries = load_coco_json(ann)["images"]
+    task = progress.add_task("evaluating", total=len(entries)) if progress else None
+    results = []
+    for start in range(0, len(entries), images_per_batch):
+        chunk = entries[start:start + images_per_batch]
+        rgbs = [read_image(Path(images) / e["file_name"]) for e in chunk]
+        for entry, poses in zip(chunk, estimator.predict(rgbs, whole_image_boxes(rgbs)),
+                                strict=True):
+            results += [{"image_id": int(entry["id"]), "category_id": 1,
+                         "keypoints": [float(v) for v in p.keypoints.reshape(-1)],
+                         "score": p.score} for p in poses]
+        if progress:
+            progress.advance(task, len(chunk))
+    return results
+
+
+def score_results(ann: str, results: list[dict], keypoint_set) -> dict:
+    """COCO/OCHuman metrics, or CrowdPose metrics for the 14-joint CrowdPose set."""
+    if keypoint_set.name == "crowdpose":
+        return crowdpose_metrics(ann, results, keypoint_set)
+    return coco_keypoint_metrics(ann, results, keypoint_set)
+
+
 def score(dataset: KeypointDataset, results: list[dict]) -> dict:
-    """COCO/OCHuman metrics, or CrowdPose metrics for 14-joint CrowdPose annotations."""
-    ann = dataset.ann_file
-    if dataset.keypoint_set.name == "crowdpose":
-        return crowdpose_metrics(ann, results, dataset.keypoint_set)
-    return coco_keypoint_metrics(ann, results, dataset.keypoint_set)
+    """`score_results` for the annotation file of a dataset."""
+    return score_results(dataset.ann_file, results, dataset.keypoint_set)
 
 
 def evaluate_predictions(

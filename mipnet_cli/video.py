@@ -35,12 +35,12 @@ import av
 import numpy as np
 
 from .annotate import BoxSource, TableBoxes, box_source
-from .engine import EngineOptions, PoseEstimator, pick_device
+from .engine import PoseEstimator
 from .errors import MipnetError
 from .io import atomic_path, check_outputs, json_line, remove_stale_temps, temp_prefix
 from .keypoints import KeypointSet
 from .render import draw_poses
-from .results import Box, ImagePoses, Pose
+from .results import Box, ImagePoses, Pose, person_boxes
 from .signals import StopRequest, signal_of, stop_requests
 from .tracking import PoseTracker
 from .writers import coco_dataset, pose_result
@@ -457,6 +457,7 @@ def video_box_source(
     det_thresh: float | None = None,
     det_nms: float = 0.5,
     device: str | None = None,
+    whole_image: bool = False,
 ) -> BoxSource:
     """Person boxes by image id, from exactly one source (see `annotate.box_source`): a COCO
     detection file, the boxes of a COCO annotation file, or a detector (torchvision's COCO
@@ -466,21 +467,8 @@ def video_box_source(
             detector is not None or detector_weights is not None) > 1:
         raise MipnetError("give one box source: --boxes, --gt or a detector")
     return box_source(boxes=boxes, gt=gt, detector=detector, detector_weights=detector_weights,
-                      det_thresh=det_thresh, det_nms=det_nms, device=device)
-
-
-def load_estimator(weights: str | os.PathLike | None, engine: EngineOptions | None = None,
-                   device: str | None = None, min_instances: int = 1) -> PoseEstimator:
-    """A pose estimator from a checkpoint path, a zoo name or None (the shipped default with
-    at least `min_instances` instances), on `device` (auto: CUDA when present)."""
-    from .weights import resolve_pose_weights
-
-    spec = None if weights is None else str(weights)
-    try:
-        return PoseEstimator.from_checkpoint(resolve_pose_weights(spec, min_instances), engine,
-                                             pick_device(device))
-    except ValueError as exc:
-        raise MipnetError(str(exc)) from None
+                      det_thresh=det_thresh, det_nms=det_nms, device=device,
+                      whole_image=whole_image)
 
 
 def annotate_video(
@@ -620,7 +608,8 @@ class _Run:
             images = [f.rgb for f in frames]
             boxes = self.box_source.boxes(images, [f.index + 1 for f in frames])
             poses = self.estimator.predict(images, boxes)
-            results = dict(zip((id(f) for f in frames), zip(poses, boxes, strict=True),
+            shown = [person_boxes(b) for b in boxes]
+            results = dict(zip((id(f) for f in frames), zip(poses, shown, strict=True),
                                strict=True))
         for item in self.pending:
             if isinstance(item, _Frame):

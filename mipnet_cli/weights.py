@@ -177,6 +177,22 @@ def pull(name: str) -> Path:
     return entry.converted_path
 
 
+def resolve_scorer_weights(spec: str | None) -> Path:
+    """The single-stage checkpoint that scores poses (--rescore psm): a path or zoo name, or
+    None for the shipped single-stage model."""
+    if spec is not None:
+        return resolve_pose_weights(spec)
+    from .models import ARCHITECTURES
+
+    for entry in load_zoo().values():
+        base = ARCHITECTURES.get(entry.arch)
+        if (entry.kind == "pose" and base is not None and base[0].arch == "pfs"
+                and entry.local_path() is not None):
+            return entry.local_path()
+    raise MipnetError("--rescore psm: no single-stage checkpoint shipped in weights/; pass "
+                      "--scorer FILE")
+
+
 def resolve_pose_weights(spec: str | None, min_instances: int = 1) -> Path:
     """A pose checkpoint path from a file path, a zoo name, or None (the shipped default; with
     `min_instances` > 1 the shipped default with that many instances)."""

@@ -221,9 +221,11 @@ def run_sequential(video: Path, estimator: PoseEstimator, box_source: Any, out: 
                     with timer.stage("pose"):
                         hm = estimator.infer(crops)
                     with timer.stage("keypoints"):
-                        kps.append(estimator.decode(hm, centers[sl], scales[sl]))
+                        kps.append(estimator.candidates(hm, centers[sl], scales[sl]))
                 with timer.stage("merge"):
-                    crop_poses = CropPoses(np.concatenate(kps), centers, scales)
+                    crop_poses = CropPoses.join(kps, centers, scales,
+                                                estimator.keypoint_set.num_joints,
+                                                estimator.num_instances)
                     start = 0
                     for i, per in enumerate(boxes):
                         rows = np.arange(start, start + len(per))

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from ..annotate import Annotator, ImageFailure
+from ..annotate import Annotator, ImageFailure, load_estimator
 from ..detector import image_ids_by_filename
 from ..engine import EngineOptions, PoseEstimator
 from ..errors import MipnetError
@@ -27,7 +27,7 @@ from ..inspect import lambda_sweep
 from ..io import check_outputs, finite
 from ..render import save_image
 from ..results import Box
-from ..video import load_estimator, video_box_source
+from ..video import video_box_source
 from . import options as opt
 from .app import INSPECT, app, console
 

@@ -24,8 +24,9 @@ def models() -> None:
     for name, (config, notes) in ARCHITECTURES.items():
         single, multi = _params_millions(name, 1), _params_millions(name, 2)
         h, w = config.image_size
-        table.add_row(name, f"{h}×{w}", f"{single:.1f} M", f"{multi:.1f} M",
-                      f"{100 * (multi / single - 1):+.2f} %", notes)
+        mimb = multi != single  # single-stage networks have no instance selector
+        table.add_row(name, f"{h}×{w}", f"{single:.1f} M", f"{multi:.1f} M" if mimb else "-",
+                      f"{100 * (multi / single - 1):+.2f} %" if mimb else "-", notes)
     console.print(table)
 
     zoo = Table(title="Checkpoints (`mipnet weights list` for details)")

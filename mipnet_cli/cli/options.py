@@ -44,6 +44,12 @@ Flip = Annotated[bool, typer.Option("--flip/--no-flip", help="average with the m
 CropBatch = Annotated[int, typer.Option(min=1, help="person crops per network call")]
 Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:1, ...")]
 Half = Annotated[bool, typer.Option(help="fp16 inference (CUDA only)")]
+Rescore = Annotated[str, typer.Option(
+    help="pose score besides the box score: keypoints (mean confident joint score, official) "
+         "or psm (the OKS the single-stage network's pose scoring module predicts)")]
+Scorer = Annotated[str | None, typer.Option(
+    help="single-stage checkpoint whose PSM scores poses with --rescore psm (default: the "
+         "shipped one)")]
 ShowBoxes = Annotated[bool, typer.Option(help="draw the person boxes")]
 ShowScores = Annotated[bool, typer.Option(help="write pose and joint scores")]
 

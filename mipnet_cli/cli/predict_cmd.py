@@ -72,6 +72,8 @@ def predict(
     crop_batch: opt.CropBatch = 64,
     device: opt.Device = "auto",
     half: opt.Half = False,
+    rescore: opt.Rescore = "keypoints",
+    scorer: opt.Scorer = None,
     recursive: bool = typer.Option(False, help="search folders recursively"),
     json_out: Path | None = typer.Option(
         None, "--json", help="write COCO keypoint results (with box_id and instance)"),
@@ -110,11 +112,12 @@ def predict(
                 raise MipnetError(f"--out {out} would overwrite the input {path}; "
                                   "choose another folder")
     engine = EngineOptions(flip_test=flip, dark=dark, instances=instances,
-                           instance_decay=instance_decay, batch_size=crop_batch, half=half)
+                           instance_decay=instance_decay, batch_size=crop_batch, half=half,
+                           rescore=rescore)
     annotator = Annotator.from_options(
         weights, detector=detector, detector_weights=detector_weights, det_thresh=det_thresh,
         det_nms=det_nms, boxes=boxes, gt=gt, engine=engine, device=device,
-        images_per_batch=batch_size)
+        images_per_batch=batch_size, scorer=scorer)
     opt.model_notices(weights, annotator.box_source, detector)
     matches = annotator.check_box_matches(files)
     if matches is not None:

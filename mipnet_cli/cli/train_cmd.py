@@ -9,12 +9,11 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..annotate import DetectorBoxes
+from ..annotate import DetectorBoxes, load_estimator
 from ..data import KeypointDataset
 from ..engine import EngineOptions
 from ..errors import MipnetError
 from ..io import check_outputs, write_json
-from ..video import load_estimator
 from . import options as opt
 from .app import TRAIN, app, console, say
 
@@ -35,17 +34,22 @@ def train(
     resume: bool = typer.Option(False, help="continue the run in the output folder exactly"),
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 (default: auto)"),
 ) -> None:
-    """Train a (multi-instance) pose network on a COCO-format keypoint dataset.
+    """Train a (multi-instance) pose network on a COCO-format keypoint dataset; a config whose
+    arch is single-stage (pfs_*) trains that network on whole images instead.
 
     Writes last/best checkpoints (mipnet format), state.pt for --resume, log.jsonl and
     curves.png to the run folder. Multi-GPU: `torchrun --nproc-per-node 8 -m mipnet_cli train ...`.
     """
+    from ..regression_train import is_regression_config
     from ..train import TrainConfig, Trainer
 
     overrides = list(set_)
     for key, value in (("out_dir", out), ("epochs", epochs), ("batch_size", batch_size)):
         if value is not None:
             overrides.append(f"{key}={json.dumps(str(value)) if key == 'out_dir' else value}")
+    if is_regression_config(config, overrides):
+        _train_regression(config, overrides, resume, device)
+        return
     cfg = TrainConfig.load(config, overrides)
     trainer = Trainer(cfg, device=device, console=console)
     if resume:
@@ -62,6 +66,30 @@ def train(
     with _progress() as progress:
         history = trainer.fit(progress)
     if trainer.rank == 0 and history:
+        last = history[-1]
+        ap = f", val AP {last['val']['merged']['AP']:.3f}" if "val" in last else ""
+        say("done:", "green", f"epoch {last['epoch']}, loss {last['loss']:.3e}{ap}; "
+            f"checkpoints in {trainer.out}", stderr=False)
+
+
+def _train_regression(config: Path | None, overrides: list[str], resume: bool,
+                      device: str | None) -> None:
+    """`mipnet train` for a single-stage config."""
+    from ..regression_train import RegressionTrainConfig, RegressionTrainer
+
+    cfg = RegressionTrainConfig.load(config, overrides)
+    trainer = RegressionTrainer(cfg, device=device)
+    if resume:
+        trainer.resume()
+        console.print(f"resumed at epoch {trainer.epoch} from {trainer.state_path}")
+    if trainer.init_report:
+        console.print(f"initialised {trainer.init_report}; the rest starts fresh")
+    console.print(f"training {cfg.arch} (single stage, quality {cfg.quality}) on "
+                  f"{len(trainer.train_set)} images ({trainer.keypoints.name}) on "
+                  f"{trainer.device}")
+    with _progress() as progress:
+        history = trainer.fit(progress)
+    if history:
         last = history[-1]
         ap = f", val AP {last['val']['merged']['AP']:.3f}" if "val" in last else ""
         say("done:", "green", f"epoch {last['epoch']}, loss {last['loss']:.3e}{ap}; "
@@ -153,6 +181,12 @@ def evaluate(
     est = load_estimator(
         weights, EngineOptions(flip_test=flip, instances=instances, instance_decay=instance_decay),
         device)
+    if est.model.whole_image:
+        if runs_detector or boxes is not None or sweep:
+            raise MipnetError("this is a single-stage network: it finds the people itself; "
+                              "leave out --boxes, --detector, --detect and --sweep")
+        _evaluate_scenes(est, ann, images, json_out)
+        return
     report: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         source, found_by = "GT", None
@@ -191,6 +225,24 @@ def evaluate(
     if json_out:
         report["results"] = merged_results(preds, est)
         write_json(json_out, report)
+        console.print(f"wrote {json_out}")
+
+
+def _evaluate_scenes(est, ann: Path, images: Path, json_out: Path | None) -> None:
+    """`mipnet eval` of a whole-image (single-stage) network: every image, no boxes."""
+    from ..data.dataset import infer_keypoint_set, load_coco_json
+    from ..validation import predict_scenes, score_results
+
+    kps = infer_keypoint_set(load_coco_json(ann), ann)
+    if kps.num_joints != est.keypoint_set.num_joints:
+        raise MipnetError(f"{ann}: {kps.num_joints}-joint annotations; the network predicts "
+                          f"{est.keypoint_set.num_joints} joints")
+    with Progress(console=console, transient=True) as progress:
+        results = predict_scenes(est, str(ann), str(images), progress=progress)
+    metrics = {"single stage": score_results(str(ann), results, est.keypoint_set)}
+    _metrics_table(f"{ann.name}: whole images (no boxes)", metrics)
+    if json_out:
+        write_json(json_out, {"metrics": _plain(metrics), "results": results})
         console.print(f"wrote {json_out}")
 
 

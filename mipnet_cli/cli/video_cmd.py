@@ -16,9 +16,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ..annotate import load_estimator
 from ..engine import EngineOptions
 from ..io import check_outputs
-from ..video import VideoOptions, VideoSummary, annotate_video, load_estimator, video_box_source
+from ..video import VideoOptions, VideoSummary, annotate_video, video_box_source
 from . import options as opt
 from .app import ANNOTATE, RateColumn, app, console, err_console, say
 
@@ -70,6 +71,8 @@ def video(
     crop_batch: opt.CropBatch = 64,
     device: opt.Device = "auto",
     half: opt.Half = False,
+    rescore: opt.Rescore = "keypoints",
+    scorer: opt.Scorer = None,
     kpt_thresh: float = typer.Option(0.3, help="joints below this confidence are not drawn"),
     show_boxes: opt.ShowBoxes = False,
     show_scores: opt.ShowScores = False,
@@ -92,11 +95,13 @@ def video(
     if smooth and not track:
         say("note:", "yellow", "--smooth works on tracked people: tracking is on")
         options.track = True
-    engine = EngineOptions(flip_test=flip, instances=instances, batch_size=crop_batch, half=half)
+    engine = EngineOptions(flip_test=flip, instances=instances, batch_size=crop_batch, half=half,
+                           rescore=rescore)
+    estimator = load_estimator(weights, engine, device, scorer=scorer)
     box_source = video_box_source(boxes=boxes, gt=gt, detector=detector,
                                   detector_weights=detector_weights, det_thresh=det_thresh,
-                                  det_nms=det_nms, device=device)
-    estimator = load_estimator(weights, engine, device)
+                                  det_nms=det_nms, device=device,
+                                  whole_image=estimator.model.whole_image)
     opt.model_notices(weights, box_source, detector)
 
     columns = (TextColumn("frames"), BarColumn(), MofNCompleteColumn(), RateColumn("fps"),

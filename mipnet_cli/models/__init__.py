@@ -1,11 +1,11 @@
 """Pose networks: HRNet, ResNet SimpleBaseline and MoveNet, with Multi-Instance Modulation
-Blocks."""
+Blocks; and the single-stage pose regression network."""
 
 from .config import ModelConfig, StageSpec, config_from_official, hrnet_stages
 from .hrnet import PoseHRNet
 from .mimb import MIMB, MIMBGroup
 from .movenet import MoveNet
-from .pose import KeypointPoseNet, PoseNet, instance_lambdas, soft_lambda
+from .pose import Candidates, KeypointPoseNet, PoseNet, instance_lambdas, soft_lambda
 from .registry import (
     ARCHITECTURES,
     build_from_config,
@@ -15,10 +15,11 @@ from .registry import (
     model_config,
 )
 from .resnet import PoseResNet
+from .single_stage import SingleStagePoseNet
 
 __all__ = [
-    "ARCHITECTURES", "KeypointPoseNet", "MIMB", "MIMBGroup", "ModelConfig", "MoveNet",
-    "PoseHRNet", "PoseNet", "PoseResNet",
+    "ARCHITECTURES", "Candidates", "KeypointPoseNet", "MIMB", "MIMBGroup", "ModelConfig", "MoveNet",
+    "PoseHRNet", "PoseNet", "PoseResNet", "SingleStagePoseNet",
     "StageSpec", "build_from_config", "build_model", "check_config", "config_from_official",
     "count_parameters",
     "hrnet_stages",

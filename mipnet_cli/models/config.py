@@ -31,7 +31,8 @@ def hrnet_stages(width: int, modules: tuple[int, int, int] = (1, 4, 3), blocks: 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A pose network: HRNet, ResNet SimpleBaseline or MoveNet, with or without MIMBs.
+    """A pose network: HRNet, ResNet SimpleBaseline or MoveNet, with or without MIMBs, or the
+    single-stage pose regression network ("pfs").
 
     `image_size` is (height, width); heatmaps are a quarter of it. `num_instances` is the
     number of λ values (people per box); 1 gives the plain single-instance network.
@@ -57,6 +58,13 @@ class ModelConfig:
     deconv_filters: tuple[int, ...] = (256, 256, 256)
     deconv_kernels: tuple[int, ...] = (4, 4, 4)
     width_mult: float = 1.0  # MoveNet's MobileNetV2 width (1.0 Lightning, 1.75 Thunder)
+    # Single-stage pose regression (arch "pfs"): head width, feature alignment (the refinement
+    # cascade), poses kept per image and the lowest pose score kept.
+    head_width: int = 64
+    feature_align: bool = True
+    max_people: int = 50
+    score_thresh: float = 0.05
+    quality_score: bool = True  # pose score = classification × quality (PSM), else the first
     name: str = ""
 
     @property

@@ -11,6 +11,7 @@ argmax + quarter offset (or DARK).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -41,6 +42,21 @@ def soft_lambda(a: float) -> torch.Tensor:
     return torch.tensor([[a, 1.0 - a]])
 
 
+@dataclass
+class Candidates:
+    """Decoded poses of B inputs, L slots each: keypoints (B, L, K, 3) in image pixels.
+
+    Families that score their own poses fill `scores` (B, L; 0 marks an empty slot) and
+    `areas` (B, L; the OKS scale of each pose); otherwise the engine scores by box and
+    keypoint confidence and takes the box's area. `instances` (L,) is the λ index of each slot.
+    """
+
+    keypoints: np.ndarray
+    scores: np.ndarray | None = None
+    areas: np.ndarray | None = None
+    instances: np.ndarray | None = None
+
+
 def per_instance(centers: np.ndarray, scales: np.ndarray, n: int
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Each box's centre and scale (B, 2) repeated for its n instances: (B, n, 2) each."""
@@ -55,6 +71,8 @@ class PoseNet(nn.Module):
     outputs_heatmaps = True  # the outputs are (B, L, K, h, w) heatmaps
     cpu_batch: int | None = None  # crops per call that run fastest on a CPU (None: any)
     square_input = False  # the family only takes square crops
+    whole_image = False  # the input is the whole image (letterboxed), not a person box
+    crop_padding: float | None = None  # box padding of the crop (None: the engine's option)
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -152,6 +170,11 @@ class PoseNet(nn.Module):
         c, s = per_instance(centers, scales, out.shape[1])
         preds, maxvals = (decode_dark if dark else decode_heatmaps)(out, c, s)
         return torch.cat([preds, maxvals], dim=-1).cpu().numpy()
+
+    def decode_candidates(self, out: torch.Tensor, centers: np.ndarray, scales: np.ndarray,
+                          dark: bool = False) -> Candidates:
+        """`decode` as `Candidates`: one slot per λ, scored by the engine."""
+        return Candidates(self.decode(out, centers, scales, dark))
 
 
 class KeypointPoseNet(PoseNet):

@@ -9,6 +9,7 @@ from .hrnet import PoseHRNet
 from .movenet import MoveNet
 from .pose import PoseNet
 from .resnet import PoseResNet
+from .single_stage import SingleStagePoseNet
 
 ARCHITECTURES: dict[str, tuple[ModelConfig, str]] = {
     "hrnet_w48": (ModelConfig(stages=hrnet_stages(48), image_size=(384, 288)),
@@ -35,9 +36,14 @@ ARCHITECTURES: dict[str, tuple[ModelConfig, str]] = {
     "movenet_lightning": (ModelConfig(arch="movenet", width_mult=1.0, image_size=(192, 192),
                                       num_instances=1, se_modules=(True, True, False, False)),
                           "MoveNet SinglePose Lightning (MobileNetV2 + FPN), 192x192 crops"),
+    "pfs_yolox_nano": (ModelConfig(arch="pfs", image_size=(320, 320), num_instances=1,
+                                   se_modules=(False,) * 4),
+                       "single-stage pose regression with OKS-Filter and PSM (Miao et al.) on "
+                       "YOLOX-Nano: the whole image in, every person out, no detector"),
 }
 
-BUILDERS = {"hrnet": PoseHRNet, "resnet": PoseResNet, "movenet": MoveNet}
+BUILDERS = {"hrnet": PoseHRNet, "resnet": PoseResNet, "movenet": MoveNet,
+            "pfs": SingleStagePoseNet}
 
 
 def model_config(name: str, **overrides) -> ModelConfig:

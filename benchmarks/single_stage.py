@@ -1,0 +1,89 @@
+"""The single-stage family's ablations at this project's scale (the paper's Tables 1 and 2).
+
+Every variant trains from configs/pfs_nano.toml with the same data, seed and epochs; only the
+switches differ. Table 1 adds, in turn, feature alignment (the refinement cascade with the
+OKS-Filter), centre sampling and the P3 heatmap loss to a baseline (dense regression, all
+locations in the person box positive, no quality branch). Table 2 trains the full model with no
+quality branch, with centerness and with PSM, and tests each with and without its quality
+score. Metrics on the held-out composites (people never seen in training).
+
+Usage (from the repository root; runs resume, finished ones are skipped):
+    python benchmarks/single_stage.py [--epochs 6] [--out runs/pfs_ablation]
+Writes benchmarks/single_stage.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mipnet_cli.checkpoints import load_checkpoint  # noqa: E402
+from mipnet_cli.engine import EngineOptions, PoseEstimator  # noqa: E402
+from mipnet_cli.hardware import cpu_model  # noqa: E402
+from mipnet_cli.io import write_json  # noqa: E402
+from mipnet_cli.regression_train import RegressionTrainConfig, RegressionTrainer  # noqa: E402
+from mipnet_cli.validation import predict_scenes, score_results  # noqa: E402
+
+CONFIG = ROOT / "configs" / "pfs_nano.toml"
+KEYS = ("AP", "AP50", "AP75", "APM", "APL")
+VARIANTS = {  # name: settings overrides
+    "baseline": ["feature_align=false", "center_sampling=false", "heatmap=false",
+                 'quality="none"'],
+    "+FA": ["center_sampling=false", "heatmap=false", 'quality="none"'],
+    "+FA+CS": ["heatmap=false", 'quality="none"'],
+    "+FA+CS+HM": ['quality="none"'],
+    "+centerness": ['quality="centerness"'],
+    "+PSM": ['quality="psm"'],
+}
+
+
+def train(name: str, overrides: list[str], out: Path, epochs: int) -> Path:
+    folder = out / name.replace("+", "p_")
+    config = RegressionTrainConfig.load(CONFIG, [*overrides, f"epochs={epochs}",
+                                                 f'out_dir="{folder}"'])
+    trainer = RegressionTrainer(config)
+    if trainer.state_path.is_file():
+        trainer.resume()
+    if trainer.epoch < epochs:
+        print(f"training {name}: epochs {trainer.epoch + 1}..{epochs}", flush=True)
+        trainer.fit()
+    return folder / "last.safetensors"
+
+
+def evaluate(weights: Path, use_quality: bool) -> dict:
+    model, meta = load_checkpoint(weights)
+    model.use_quality = use_quality
+    est = PoseEstimator(model, meta.keypoints, EngineOptions(flip_test=True), "cpu")
+    config = RegressionTrainConfig.load(CONFIG)
+    metrics = score_results(config.val_ann, predict_scenes(est, config.val_ann,
+                                                           config.val_images), est.keypoint_set)
+    return {k: round(metrics[k], 4) for k in KEYS if k in metrics}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "pfs_ablation")
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "single_stage.json")
+    args = parser.parse_args()
+    rows = {}
+    for name, overrides in VARIANTS.items():
+        weights = train(name, overrides, args.out, args.epochs)
+        quality = 'quality="none"' not in overrides
+        rows[name] = {"test cls": evaluate(weights, False)}
+        if quality:
+            rows[name]["test cls x quality"] = evaluate(weights, True)
+        provenance = load_checkpoint(weights)[1].provenance
+        rows[name]["train_time_s"] = provenance.get("train_time_s")
+        print(name, json.dumps(rows[name]), flush=True)
+        write_json(args.json, {"machine": cpu_model(), "epochs": args.epochs,
+                               "config": str(CONFIG.relative_to(ROOT)), "rows": rows}, indent=1)
+
+
+if __name__ == "__main__":
+    main()
