@@ -685,3 +685,47 @@ def test_bad_and_odd_videos(kit, tmp_path, capsys) -> None:
     assert np.allclose(np.diff(times), [0.04, 0.12] * 3 + [0.04], atol=1e-3)
     (tmp_path / "zero.mp4").write_bytes(b"")
     assert_fails(_run(capsys, "video", tmp_path / "zero.mp4", *common), 2, "zero.mp4")
+
+
+# --- single-stage networks and --rescore psm: misuse is one line, before any work --------
+
+@pytest.fixture(scope="module")
+def single_stage(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("pfs") / "pfs.safetensors"
+    save_checkpoint(path, build_model("pfs_yolox_nano", image_size=(64, 64)))
+    return path
+
+
+SINGLE_STAGE_CASES = {
+    "single stage --boxes": (lambda k, s, t: ["--weights", s, "--boxes", t / "p/gt.json"],
+                             ("single-stage network", "--boxes")),
+    "single stage --detector": (lambda k, s, t: ["--weights", s, "--detector", "yolox_nano"],
+                                ("finds the people itself", "--detector")),
+    "single stage --rescore psm": (lambda k, s, t: ["--weights", s, "--rescore", "psm",
+                                                    "--scorer", s], ("scores its own poses",)),
+    "--scorer without --rescore psm": (lambda k, s, t: ["--weights", k["ckpt"], "--scorer", s],
+                                       ("--scorer", "--rescore psm")),
+    "--scorer not single stage": (lambda k, s, t: ["--weights", k["ckpt"], "--rescore", "psm",
+                                                   "--scorer", k["ckpt"]],
+                                  ("needs a single-stage checkpoint",)),
+    "--rescore unknown": (lambda k, s, t: ["--weights", k["ckpt"], "--rescore", "maybe"],
+                          ("rescore 'maybe'", "keypoints or psm")),
+}
+
+
+@pytest.mark.parametrize("case", list(SINGLE_STAGE_CASES))
+def test_single_stage_and_psm_misuse(case, kit, single_stage, tmp_path, capsys) -> None:
+    argv, needles = SINGLE_STAGE_CASES[case]
+    files, gt = _photos(tmp_path / "p")
+    run = _run(capsys, *PREDICT, files[0], "--json", tmp_path / "r.json",
+               *argv(kit, single_stage, tmp_path))
+    assert_fails(run, 2, *needles)
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_single_stage_eval_refuses_box_options(single_stage, tmp_path, capsys) -> None:
+    files, gt = _photos(tmp_path / "p")
+    for extra in (["--sweep"], ["--boxes", gt]):
+        run = _run(capsys, "eval", gt, tmp_path / "p", "--weights", single_stage, *extra)
+        assert_fails(run, 2, "single-stage network")
