@@ -217,7 +217,7 @@ def test_default_weights_notice_and_per_image_table(realdata_dir, tiny_ckpt, mon
 
     asked = []
     monkeypatch.setattr(annotate, "resolve_pose_weights",
-                        lambda spec: asked.append(spec) or tiny_ckpt)
+                        lambda spec, min_instances=1: asked.append(spec) or tiny_ckpt)
     folder = realdata_dir / "mmpose_tests" / "ochuman"
     code = run_app(["predict", str(folder), "--gt", str(folder / "test_ochuman.json"),
                     "--device", "cpu", "--no-flip"])
