@@ -263,7 +263,7 @@ class Annotator:
         torchvision's COCO Faster R-CNN, offline the shipped YOLOX-Nano; `det_thresh` 0.5).
         `gt` also gives the image ids. `weights=None` takes the shipped default pose model;
         `scorer` the single-stage checkpoint of `engine.rescore == "psm"` (see
-        `video.load_estimator`).
+        `load_estimator`).
         """
         torch_device = pick_device(device)
         estimator = load_estimator(weights, engine, str(torch_device), scorer=scorer)

@@ -228,10 +228,7 @@ class DetectorTrainer(EpochTrainer):
         loader = DataLoader(self.train_set, batch_size=c.batch_size, shuffle=True,
                             num_workers=c.workers, generator=g, collate_fn=_collate,
                             drop_last=len(self.train_set) > c.batch_size)
-        steps = len(loader) if c.max_steps_per_epoch is None else \
-            min(len(loader), c.max_steps_per_epoch)
-        task = progress.add_task(f"epoch {self.epoch + 1}/{c.epochs}", total=steps,
-                                 loss=float("nan"), rate=0.0) if progress else None
+        steps, task = self.epoch_steps(len(loader), progress)
         sums: dict[str, float] = {}
         count, start = 0, time.perf_counter()
         for index, (images, targets) in enumerate(loader):

@@ -56,4 +56,3 @@ class PoseScorer:
             out.append(self.model.score_poses(feats, torch.as_tensor(xy, dtype=x.dtype,
                                                                       device=x.device)))
         return out
-

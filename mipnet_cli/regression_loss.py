@@ -58,8 +58,6 @@ def assign(out: DenseOutputs, people: torch.Tensor, boxes: torch.Tensor, count: 
     a = out.locations.shape[0]
     owner = torch.full((a,), -1, dtype=torch.long, device=people.device)
     best = torch.full((a,), float("inf"), device=people.device)
-    level_ids = torch.cat([torch.full((h * w,), i, device=people.device)
-                          for i, (h, w) in enumerate(out.levels)])
     loc = out.locations
     for m in range(count):
         vis = people[m, :, 2] > 0
@@ -77,9 +75,9 @@ def assign(out: DenseOutputs, people: torch.Tensor, boxes: torch.Tensor, count: 
         else:
             x0, y0, x1, y1 = box.unbind()
         inside = ((loc[:, 0] >= x0) & (loc[:, 0] <= x1) & (loc[:, 1] >= y0) & (loc[:, 1] <= y1)
-                  & (level_ids == level))
+                  & (out.strides == STRIDES[level]))
         if settings.center_sampling and not inside.any():  # a tiny person: its nearest cell
-            d = ((loc - (lo + hi) / 2) ** 2).sum(-1) + (level_ids != level) * 1e12
+            d = ((loc - (lo + hi) / 2) ** 2).sum(-1) + (out.strides != STRIDES[level]) * 1e12
             inside = torch.zeros_like(inside)
             inside[d.argmin()] = True
         area = float(((hi - lo) + 1).prod())

@@ -8,7 +8,6 @@ single-stage checkpoint; the P6/P7 convolutions and the heads start fresh. Whole
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
-from .checkpoints import read_meta, save_checkpoint
+from .checkpoints import read_meta
 from .data.scenes import SceneAugment, SceneDataset
 from .engine import EngineOptions, PoseEstimator, pick_device
 from .errors import MipnetError
@@ -27,7 +26,7 @@ from .keypoints import get_keypoint_set
 from .models import build_model
 from .models.single_stage import SingleStagePoseNet, yolox_init
 from .regression_loss import LossSettings, regression_loss
-from .train import DataPaths, EpochTrainer, plot_curves, read_settings
+from .train import DataPaths, PoseRunTrainer, parse_override, read_settings, toml_settings
 from .validation import predict_scenes, score_results
 
 
@@ -101,7 +100,7 @@ def initialise_regression(model: SingleStagePoseNet, path: str | Path) -> str:
     return f"{len(matched)} of {len(own)} tensors from {path.name}"
 
 
-class RegressionTrainer(EpochTrainer):
+class RegressionTrainer(PoseRunTrainer):
     """One run in `config.out_dir`: last/best.safetensors, state.pt, log.jsonl, curves.png."""
 
     def __init__(self, config: RegressionTrainConfig, device: str | None = None) -> None:
@@ -150,10 +149,7 @@ class RegressionTrainer(EpochTrainer):
         g = torch.Generator().manual_seed(c.seed * 100_003 + self.epoch)
         loader = DataLoader(self.train_set, batch_size=c.batch_size, shuffle=True,
                             num_workers=c.workers, generator=g, collate_fn=_collate)
-        steps = len(loader) if c.max_steps_per_epoch is None else \
-            min(len(loader), c.max_steps_per_epoch)
-        task = progress.add_task(f"epoch {self.epoch + 1}/{c.epochs}", total=steps,
-                                 loss=float("nan"), rate=0.0) if progress else None
+        steps, task = self.epoch_steps(len(loader), progress)
         sums: dict[str, float] = {}
         count, start = 0, time.perf_counter()
         for step, (images, people, boxes, areas, counts) in enumerate(loader):
@@ -197,36 +193,16 @@ class RegressionTrainer(EpochTrainer):
         self.model.train()
         return {"merged": {k: v for k, v in metrics.items() if k != "log"}}
 
-    def score(self, record: dict) -> float:
-        return record["val"]["merged"]["AP"] if "val" in record else -record["loss"]
-
-    def save_weights(self, best: bool) -> None:
-        provenance = self.provenance()
-        for name in ("last", "best") if best else ("last",):
-            save_checkpoint(self.out / f"{name}.safetensors", self.model, self.keypoints.name,
-                            provenance)
-        plot_curves(self.history, self.out / "curves.png")
-
 
 def is_regression_config(path: str | Path | None, overrides: list[str]) -> bool:
-    """Whether a training config names a single-stage architecture."""
+    """Whether a training config names a single-stage architecture (an unreadable config is
+    not; its own loader reports why)."""
     from .models.registry import ARCHITECTURES
 
-    arch = None
-    if path is not None:
-        try:
-            import tomllib
-
-            raw = tomllib.loads(Path(path).read_text())
-        except (OSError, ValueError):
-            return False
-        flat = {k: v for section in raw.values() if isinstance(section, dict)
-                for k, v in section.items()} | {k: v for k, v in raw.items()
-                                                 if not isinstance(v, dict)}
-        arch = flat.get("arch")
-    for item in overrides:
-        key, _, value = item.partition("=")
-        if key.strip() == "arch":
-            arch = json.loads(value) if value.startswith('"') else value
-    entry = ARCHITECTURES.get(str(arch))
+    try:
+        values = toml_settings(path, ("augment",)) if path is not None else {}
+        values.update(parse_override(item) for item in overrides)
+    except MipnetError:
+        return False
+    entry = ARCHITECTURES.get(str(values.get("arch")))
     return entry is not None and entry[0].arch == "pfs"

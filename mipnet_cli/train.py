@@ -97,6 +97,33 @@ def portable_settings(config: Any) -> dict[str, Any]:
     return values
 
 
+def toml_settings(path: str | Path, tables: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The settings of a TOML config file: its sections only group them, except `tables`,
+    which are settings themselves."""
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise MipnetError(f"{path}: cannot read training config ({exc})") from None
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, dict) and key not in tables:
+            values.update(value)
+        else:
+            values[key] = value
+    return values
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`key=value` -> (key, value): the value as TOML reads it, else the text itself."""
+    key, sep, text = item.partition("=")
+    if not sep:
+        raise MipnetError(f"override {item!r} is not key=value")
+    try:
+        return key.strip(), tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key.strip(), text
+
+
 def read_settings(cls: type, path: str | Path | None, overrides: list[str], paths: tuple[str, ...],
                   tuples: tuple[str, ...] = (), tables: tuple[str, ...] = ()) -> dict[str, Any]:
     """The fields of dataclass `cls` from a TOML file and `key=value` overrides.
@@ -107,28 +134,13 @@ def read_settings(cls: type, path: str | Path | None, overrides: list[str], path
     """
     values: dict[str, Any] = {}
     if path is not None:
-        try:
-            raw = tomllib.loads(Path(path).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise MipnetError(f"{path}: cannot read training config ({exc})") from None
-        for key, value in raw.items():
-            if isinstance(value, dict) and key not in tables:
-                values.update(value)
-            else:
-                values[key] = value
+        values = toml_settings(path, tables)
         base = Path(path).parent
         for key in paths:
             if values.get(key) and not Path(values[key]).is_absolute():
                 values[key] = str((base / values[key]).resolve())
         values["config_file"] = str(Path(path).resolve())
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise MipnetError(f"override {item!r} is not key=value")
-        try:
-            values[key.strip()] = tomllib.loads(f"v = {text}")["v"]
-        except tomllib.TOMLDecodeError:
-            values[key.strip()] = text
+    values.update(parse_override(item) for item in overrides)
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
@@ -271,6 +283,16 @@ class EpochTrainer:
         self.train_time = float(state["train_time"])
         self.load_extra(state)
 
+    def epoch_steps(self, batches: int, progress=None) -> tuple[int, Any]:
+        """The steps this epoch takes (`max_steps_per_epoch` caps the loader's `batches`) and
+        its progress-bar task (None without `progress`)."""
+        c = self.config
+        steps = batches if c.max_steps_per_epoch is None else min(batches,
+                                                                 c.max_steps_per_epoch)
+        task = progress.add_task(f"epoch {self.epoch + 1}/{c.epochs}", total=steps,
+                                 loss=float("nan"), rate=0.0) if progress else None
+        return steps, task
+
     def train_epoch(self, progress=None, stop_after: int | None = None) -> dict:
         raise NotImplementedError
 
@@ -315,7 +337,23 @@ class EpochTrainer:
             f.write(json.dumps(record) + "\n")
 
 
-class Trainer(EpochTrainer):
+class PoseRunTrainer(EpochTrainer):
+    """A trainer of pose networks (top-down or single-stage): picks the best checkpoint by the
+    merged validation AP and writes mipnet checkpoints and curves.png. Subclasses set
+    `keypoints` and define `provenance`."""
+
+    def score(self, record: dict) -> float:
+        return record["val"]["merged"]["AP"] if "val" in record else -record["loss"]
+
+    def save_weights(self, best: bool) -> None:
+        provenance = self.provenance()
+        for name in ("last", "best") if best else ("last",):
+            save_checkpoint(self.out / f"{name}.safetensors", self.model, self.keypoints.name,
+                            provenance)
+        plot_curves(self.history, self.out / "curves.png")
+
+
+class Trainer(PoseRunTrainer):
     """One training run in `config.out_dir`: last.safetensors, best.safetensors, state.pt,
     log.jsonl and curves.png."""
 
@@ -404,10 +442,7 @@ class Trainer(EpochTrainer):
         torch.manual_seed(c.seed * 100_003 + self.epoch)
         self.net.train()
         loader = self._loader(self.epoch)
-        steps = len(loader) if c.max_steps_per_epoch is None else \
-            min(len(loader), c.max_steps_per_epoch)
-        task = progress.add_task(f"epoch {self.epoch + 1}/{c.epochs}", total=steps,
-                                 loss=float("nan"), rate=0.0) if progress else None
+        steps, task = self.epoch_steps(len(loader), progress)
         total, count, start = 0.0, 0, time.perf_counter()
         for step, (images, targets, weights, meta) in enumerate(loader):
             if step >= steps:
@@ -460,15 +495,6 @@ class Trainer(EpochTrainer):
             torch.distributed.destroy_process_group()
         return history
 
-    def score(self, record: dict) -> float:
-        return record["val"]["merged"]["AP"] if "val" in record else -record["loss"]
-
-    def save_weights(self, best: bool) -> None:
-        provenance = self.provenance()
-        for name in ("last", "best") if best else ("last",):
-            save_checkpoint(self.out / f"{name}.safetensors", self.model, self.keypoints.name,
-                            provenance)
-        plot_curves(self.history, self.out / "curves.png")
 
 
 def _param_groups(model: nn.Module, config: TrainConfig) -> list[dict]:

@@ -8,6 +8,7 @@ detector-confidence sweep (the paper's Fig. 5) reuse the same predictions.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -109,8 +110,6 @@ def merged_results(
 def predict_scenes(estimator: PoseEstimator, ann: str, images: str, images_per_batch: int = 8,
                    progress=None) -> list[dict]:
     """COCO keypoint results of a whole-image network over every image of `ann`."""
-    from pathlib import Path
-
     entries = load_coco_json(ann)["images"]
     task = progress.add_task("evaluating", total=len(entries)) if progress else None
     results = []

@@ -58,7 +58,7 @@ def test_dense_outputs_and_flip_merge_mirror_twice_is_identity():
         out = model.forward_multi(x)
     cells = sum(math.ceil(SIZE / s) ** 2 for s in STRIDES)
     assert out.shape == (1, 1, cells, 2 * 17 + 2)
-    sizes = [(math.ceil(SIZE / s),) * 2 for s in STRIDES]
+    sizes = tuple((math.ceil(SIZE / s),) * 2 for s in STRIDES)
     assert torch.equal(mirror_index(sizes)[mirror_index(sizes)], torch.arange(cells))
     pairs = COCO17.flip_pairs
 

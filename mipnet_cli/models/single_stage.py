@@ -20,6 +20,7 @@ candidates carry the network's own scores (classification × PSM) and areas.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -82,8 +83,10 @@ def level_locations(sizes: Sequence[tuple[int, int]], device=None
     return torch.cat(points), torch.cat(strides)
 
 
-def mirror_index(sizes: Sequence[tuple[int, int]]) -> torch.Tensor:
-    """For every location, the index of its horizontal mirror image on the same level."""
+@functools.lru_cache(maxsize=8)
+def mirror_index(sizes: tuple[tuple[int, int], ...]) -> torch.Tensor:
+    """For every location, the index of its horizontal mirror image on the same level (one
+    tensor per input size, made once)."""
     index, start = [], 0
     for h, w in sizes:
         grid = torch.arange(h * w).view(h, w).flip(1).reshape(-1)
@@ -238,8 +241,8 @@ class SingleStagePoseNet(PoseNet):
         x mirrored, left and right joints swapped."""
         k = self.config.num_joints
         side = self.config.image_size[1]
-        sizes = [(math.ceil(self.config.image_size[0] / s), math.ceil(side / s))
-                 for s in STRIDES]
+        sizes = tuple((math.ceil(self.config.image_size[0] / s), math.ceil(side / s))
+                      for s in STRIDES)
         mirrored = flipped[:, :, mirror_index(sizes).to(out.device)]
         kps = mirrored[..., :2 * k].unflatten(-1, (k, 2))[..., flip_permutation(k, flip_pairs), :]
         kps = torch.stack([side - 1 - kps[..., 0], kps[..., 1]], -1)
