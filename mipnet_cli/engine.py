@@ -151,6 +151,11 @@ class PoseEstimator:
         return self.options.batch_size
 
     @property
+    def kpt_thresh(self) -> float:
+        """The network's default joint-confidence threshold for drawing, labels and tracking."""
+        return self.model.config.kpt_thresh
+
+    @property
     def input_size(self) -> tuple[int, int]:
         """(height, width) of the network input."""
         return self.model.config.image_size

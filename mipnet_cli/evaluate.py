@@ -105,6 +105,12 @@ def coco_keypoint_metrics(
     Returns AP, AP50, AP75, APM, APL, AR, AR50, AR75, ARM, ARL as floats and `log`, the text
     pycocotools would have printed.
     """
+    make_eval = _keypoint_eval(gt, results, keypoint_set)
+    return _empty(COCO_METRIC_NAMES) if make_eval is None else _run(make_eval, COCO_METRIC_NAMES)
+
+
+def _keypoint_eval(gt: AnnotationSource, results: list[dict], keypoint_set: KeypointSet):
+    """A maker of pycocotools keypoint evaluations of `results`; None when there are none."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -112,7 +118,7 @@ def coco_keypoint_metrics(
     image_ids = {img["id"] for img in dataset.get("images", [])}
     dts = _eval_results(results, image_ids, keypoint_set)
     if not dts:
-        return _empty(COCO_METRIC_NAMES)
+        return None
 
     def make_eval():
         coco_gt = _coco(COCO, dataset, keypoint_set)
@@ -120,7 +126,43 @@ def coco_keypoint_metrics(
         ev.params.kpt_oks_sigmas = keypoint_set.sigmas_array
         return ev
 
-    return _run(make_eval, COCO_METRIC_NAMES)
+    return make_eval
+
+
+def operating_point(gt: AnnotationSource, results: list[dict], keypoint_set: KeypointSet = COCO17,
+                    oks: float = 0.5) -> dict[str, float] | None:
+    """The pose score at and above which `results` best match the ground truth: the threshold
+    of highest F1, a result counting as found when COCO's matching pairs it with a person at
+    OKS >= `oks` (top 20 per image, crowd and unlabelled people ignored, as in COCO AP).
+    Returns threshold, precision, recall and f1; None when nothing is matched."""
+    make_eval = _keypoint_eval(gt, results, keypoint_set)
+    if make_eval is None:
+        return None
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = make_eval()
+        ev.params.iouThrs = np.array([oks])
+        ev.params.areaRng, ev.params.areaRngLbl = [[0, 1e10]], ["all"]
+        ev.evaluate()
+    hits, misses, people = [], [], 0
+    for e in ev.evalImgs:
+        if e is None:
+            continue
+        counted = ~e["dtIgnore"][0].astype(bool)
+        matched = e["dtMatches"][0] > 0
+        scores = np.asarray(e["dtScores"])
+        hits.append(scores[counted & matched])
+        misses.append(scores[counted & ~matched])
+        people += int((np.asarray(e["gtIgnore"]) == 0).sum())
+    hit = np.sort(np.concatenate(hits or [np.zeros(0)]))
+    miss = np.sort(np.concatenate(misses or [np.zeros(0)]))
+    if len(hit) == 0:
+        return None
+    tp = len(hit) - np.searchsorted(hit, hit, "left")  # found people at threshold = each hit
+    fp = len(miss) - np.searchsorted(miss, hit, "left")
+    f1 = 2 * tp / (tp + fp + people)
+    best = int(np.argmax(f1))
+    return {"threshold": float(hit[best]), "precision": float(tp[best] / (tp[best] + fp[best])),
+            "recall": float(tp[best] / max(people, 1)), "f1": float(f1[best])}
 
 
 def crowdpose_metrics(

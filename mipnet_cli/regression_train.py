@@ -9,7 +9,7 @@ single-stage checkpoint; the P6/P7 convolutions and the heads start fresh. Whole
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,6 +22,7 @@ from .checkpoints import read_meta
 from .data.scenes import SceneAugment, SceneDataset
 from .engine import EngineOptions, PoseEstimator, pick_device
 from .errors import MipnetError
+from .evaluate import operating_point
 from .keypoints import get_keypoint_set
 from .models import build_model
 from .models.single_stage import SingleStagePoseNet, yolox_init
@@ -190,8 +191,13 @@ class RegressionTrainer(PoseRunTrainer):
         results = predict_scenes(self.estimator(), c.val_ann, c.val_images or c.train_images,
                                  progress=progress)
         metrics = score_results(c.val_ann, results, self.keypoints)
+        point = operating_point(c.val_ann, results, self.keypoints)
+        if point is not None:  # the checkpoint draws joints from its F1-best pose score
+            self.model.config = replace(self.model.config,
+                                        kpt_thresh=round(point["threshold"], 3))
         self.model.train()
-        return {"merged": {k: v for k, v in metrics.items() if k != "log"}}
+        return {"merged": {k: v for k, v in metrics.items() if k != "log"},
+                "operating_point": point}
 
 
 def is_regression_config(path: str | Path | None, overrides: list[str]) -> bool:

@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import IO, Any
@@ -76,7 +76,8 @@ class VideoOptions:
     smooth: bool = False
     smooth_cutoff: float = 1.0  # One-Euro min cutoff, Hz
     smooth_beta: float = 0.05  # One-Euro speed coefficient, 1/pixel
-    kpt_thresh: float = 0.3  # joints below are not drawn, labelled in COCO nor tracked
+    kpt_thresh: float | None = None  # joints below are not drawn, labelled nor tracked
+    # (None: the network's own, `PoseEstimator.kpt_thresh`)
     radius: int | None = None
     thickness: int | None = None
     show_boxes: bool = False
@@ -492,6 +493,8 @@ def annotate_video(
     """
     options = options or VideoOptions()
     options.validate()
+    if options.kpt_thresh is None:
+        options = replace(options, kpt_thresh=estimator.kpt_thresh)
     src_path = Path(source)
     if out is not None and Path(out).suffix.lower() not in CONTAINERS:
         raise MipnetError(f"{out}: the output video must end in "

@@ -18,6 +18,7 @@ from mipnet_cli.evaluate import (
     coco_keypoint_metrics,
     crowdpose_metrics,
     gt_as_results,
+    operating_point,
     write_results,
 )
 from mipnet_cli.keypoints import COCO17, CROWDPOSE14
@@ -159,3 +160,30 @@ def test_results_files_and_errors(realdata_dir: Path, tmp_path: Path) -> None:
     data = json.loads(ann.read_text())
     coco_keypoint_metrics(data, results)
     assert data == json.loads(ann.read_text())
+
+
+def _person(x0: float, y0: float, ann_id: int) -> dict:
+    rng = np.random.default_rng(ann_id)
+    xy = np.stack([x0 + rng.uniform(0, 60, 17), y0 + rng.uniform(0, 150, 17)], 1)
+    kps = np.concatenate([xy, np.full((17, 1), 2.0)], 1)
+    return {"id": ann_id, "image_id": 1, "category_id": 1, "iscrowd": 0, "num_keypoints": 17,
+            "keypoints": kps.ravel().tolist(), "bbox": [x0, y0, 60, 150], "area": 9000.0}
+
+
+def test_operating_point_is_the_f1_best_pose_score() -> None:
+    people = [_person(50, 50, 1), _person(300, 200, 2)]
+    gt = {"images": [{"id": 1, "width": 640, "height": 480, "file_name": "a.jpg"}],
+          "annotations": people, "categories": [COCO17.coco_category()]}
+
+    def result(person: dict, score: float, shift: float = 0.0) -> dict:
+        kps = np.asarray(person["keypoints"]).reshape(-1, 3) + [shift, 0, 0]
+        return {"image_id": 1, "category_id": 1, "keypoints": kps.ravel().tolist(),
+                "score": score}
+
+    results = [result(people[0], 0.9), result(people[0], 0.7, 200.0),  # a miss between hits
+               result(people[1], 0.6), result(people[1], 0.3, -250.0)]
+    point = operating_point(gt, results)
+    # 0.9: 1 found, 0 wrong (F1 2/3); 0.6: 2 found, 1 wrong (F1 0.8); 0.3 finds no one more
+    assert point["threshold"] == pytest.approx(0.6)
+    assert (point["precision"], point["recall"], point["f1"]) == pytest.approx((2 / 3, 1, 0.8))
+    assert operating_point(gt, results[1::2]) is None  # nothing matched

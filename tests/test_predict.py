@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -274,3 +275,25 @@ def test_writers_never_leave_half_files(tmp_path, monkeypatch) -> None:
     write_coco_dataset(target, [image], COCO17)
     assert json.loads(target.read_text())["annotations"][0]["box_id"] == 0
     assert _leftovers(tmp_path) == []
+
+
+def test_joint_threshold_defaults_to_the_models_own(realdata_dir, tmp_path, capsys) -> None:
+    """Without --kpt-thresh the checkpoint's threshold labels the --coco joints; the option
+    overrides it."""
+    folder = realdata_dir / "mmpose_tests" / "coco"
+    photo = sorted(folder.glob("*.jpg"))[0]
+
+    def labelled(kpt_thresh: float, *extra: str) -> int:
+        torch.manual_seed(0)
+        model = build_model("hrnet_w8_tiny", num_instances=1)
+        model.config = replace(model.config, kpt_thresh=kpt_thresh)
+        ckpt, out = tmp_path / f"m{kpt_thresh}.safetensors", tmp_path / f"d{kpt_thresh}.json"
+        save_checkpoint(ckpt, model)
+        assert run_app(["predict", str(photo), "--gt", str(folder / "test_coco.json"),
+                        "--weights", str(ckpt), "--coco", str(out), "--device", "cpu",
+                        *extra]) == 0, capsys.readouterr()
+        return sum(a["num_keypoints"] for a in _gt(out)["annotations"])
+
+    assert labelled(1.01) == 0  # no random-network joint reaches a confidence above 1
+    assert labelled(0.0) > 0
+    assert labelled(1.01, "--kpt-thresh", "0") == labelled(0.0)

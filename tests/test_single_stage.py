@@ -265,6 +265,9 @@ def test_train_eval_and_predict_commands(realdata_dir, tmp_path, capsys):
     weights = tmp_path / "run" / "last.safetensors"
     _, meta = load_checkpoint(weights)
     assert meta.config.arch == "pfs" and meta.provenance["quality"] == "psm"
+    point = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])["val"][
+        "operating_point"]  # the F1-best pose score becomes the drawing threshold, if any
+    assert meta.config.kpt_thresh == (0.3 if point is None else round(point["threshold"], 3))
     metrics = tmp_path / "metrics.json"
     assert run_app(["eval", str(ann), str(mini / "train2017"), "--weights", str(weights),
                     "--json", str(metrics)]) == 0

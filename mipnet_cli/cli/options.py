@@ -50,6 +50,10 @@ Rescore = Annotated[str, typer.Option(
 Scorer = Annotated[str | None, typer.Option(
     help="single-stage checkpoint whose PSM scores poses with --rescore psm (default: the "
          "shipped one)")]
+KptThresh = Annotated[float | None, typer.Option(
+    help="joints below this confidence are not drawn, labelled visible in --coco nor tracked "
+         "(default: the model's, 0.3 for heatmap networks; a single-stage model's joints carry "
+         "its pose score, and its default is the F1-best score on its validation set)")]
 ShowBoxes = Annotated[bool, typer.Option(help="draw the person boxes")]
 ShowScores = Annotated[bool, typer.Option(help="write pose and joint scores")]
 

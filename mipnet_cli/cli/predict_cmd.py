@@ -80,8 +80,7 @@ def predict(
     coco: Path | None = typer.Option(
         None, help="write a COCO person-keypoints dataset (for CVAT, Label Studio, ...)"),
     out: Path | None = typer.Option(None, help="folder for skeleton overlays"),
-    kpt_thresh: float = typer.Option(
-        0.3, help="joints below this confidence are not drawn nor labelled in --coco"),
+    kpt_thresh: opt.KptThresh = None,
     radius: int | None = typer.Option(None, min=1, help="joint radius in pixels (default: auto)"),
     thickness: int | None = typer.Option(
         None, min=1, help="limb thickness in pixels (default: auto)"),
@@ -123,6 +122,8 @@ def predict(
     if matches is not None:
         say("note:", "yellow", matches)
     kps = annotator.estimator.keypoint_set
+    if kpt_thresh is None:
+        kpt_thresh = annotator.estimator.kpt_thresh
     name_of = {str(p): n for p, n in zip(files, names, strict=True)}
 
     done: list[ImagePoses] = []
@@ -159,7 +160,8 @@ def predict(
         write_coco_dataset(coco, done, kps, kpt_thresh, [name_of[r.path] for r in done])
     if json_out is None and coco is None and out is None:
         _per_image_table(done, name_of)
-    _summary(done, failures, seconds, [p for p in (json_out, coco, out) if p is not None])
+    _summary(done, failures, seconds, [p for p in (json_out, coco, out) if p is not None],
+             annotator.estimator.model.whole_image)
     if stop.is_set():
         say("interrupted", "yellow", f"({signal.Signals(stop.signum).name}) after "
             f"{len(done) + len(failures)} of {len(files)} images; the outputs hold the "
@@ -183,7 +185,7 @@ def _per_image_table(done: list[ImagePoses], name_of: dict[str, str]) -> None:
 
 
 def _summary(done: list[ImagePoses], failures: list[ImageFailure], seconds: float,
-             written: list[Path]) -> None:
+             written: list[Path], whole_image: bool) -> None:
     poses = [p for r in done for p in r.poses]
     table = Table(title="mipnet predict", show_header=False)
     table.add_column(style="bold")
@@ -191,7 +193,8 @@ def _summary(done: list[ImagePoses], failures: list[ImageFailure], seconds: floa
     rate = len(done) / seconds if seconds > 0 else 0.0
     rows = [
         ("images", str(len(done))),
-        ("people (boxes)", str(sum(len(r.boxes) for r in done))),
+        ("people (boxes)", "- (whole images, no detector)" if whole_image
+         else str(sum(len(r.boxes) for r in done))),
         ("poses", str(len(poses))),
         ("  of which secondary instances", str(sum(p.instance > 0 for p in poses))),
         ("failures", Text(str(len(failures)), style="red" if failures else "")),

@@ -73,7 +73,7 @@ def video(
     half: opt.Half = False,
     rescore: opt.Rescore = "keypoints",
     scorer: opt.Scorer = None,
-    kpt_thresh: float = typer.Option(0.3, help="joints below this confidence are not drawn"),
+    kpt_thresh: opt.KptThresh = None,
     show_boxes: opt.ShowBoxes = False,
     show_scores: opt.ShowScores = False,
     crf: int = typer.Option(20, min=0, max=51, help="H.264 quality (lower is better)"),

@@ -65,6 +65,10 @@ class ModelConfig:
     max_people: int = 50
     score_thresh: float = 0.05
     quality_score: bool = True  # pose score = classification × quality (PSM), else the first
+    # The joint confidence at and above which joints are drawn, labelled visible and tracked by
+    # default: a heatmap peak for heatmap networks; for the single-stage network every joint
+    # carries its pose's score, and training sets this to the F1-best score on validation.
+    kpt_thresh: float = 0.3
     name: str = ""
 
     @property
