@@ -66,6 +66,7 @@ class CropPoses:
     scores: np.ndarray | None = None
     areas: np.ndarray | None = None
     instances: np.ndarray | None = None  # (N,) λ index of each slot (default 0..N-1)
+    psm: np.ndarray | None = None  # (B, N) predicted OKS, where a pose scoring module gave one
 
     @classmethod
     def join(cls, parts: list[CropPoses], centers: np.ndarray, scales: np.ndarray,
@@ -79,7 +80,7 @@ class CropPoses:
             return None if values[0] is None else np.concatenate(values)
 
         return cls(cat("keypoints"), centers, scales, cat("scores"), cat("areas"),
-                   parts[0].instances)
+                   parts[0].instances, cat("psm"))
 
 
 class PoseEstimator:
@@ -214,7 +215,7 @@ class PoseEstimator:
                    ) -> CropPoses:
         """(B, N, ...) outputs -> decoded poses with what the family says about them."""
         c = self.model.decode_candidates(outputs, centers, scales, dark=self.options.dark)
-        return CropPoses(c.keypoints, centers, scales, c.scores, c.areas, c.instances)
+        return CropPoses(c.keypoints, centers, scales, c.scores, c.areas, c.instances, c.psm)
 
     def estimate(
         self,
@@ -246,6 +247,7 @@ class PoseEstimator:
         slots = np.arange(n) if cp.instances is None else cp.instances
         instances = np.tile(slots, len(rows))
         pose_scores = None if cp.scores is None else cp.scores[rows].reshape(-1)
+        psm = None if cp.psm is None else cp.psm[rows].reshape(-1)
         filled = np.arange(len(kps)) if pose_scores is None else np.flatnonzero(pose_scores > 0)
         result = merge_instances(
             kps[filled], box_scores[filled], areas[filled], instances[filled],
@@ -259,7 +261,8 @@ class PoseEstimator:
             poses.append(Pose(keypoints=kps[i].copy(), score=float(result.scores[j]),
                               box_id=box.id, instance=int(instances[i]),
                               box_xywh=box.xywh if box.source != "image" else [],
-                              area=float(areas[i])))
+                              area=float(areas[i]),
+                              psm=None if psm is None else float(psm[i])))
         return poses
 
     def predict(
@@ -277,6 +280,7 @@ class PoseEstimator:
             scores = self.scorer.score(images, [crop_poses.keypoints[index == i].reshape(
                 -1, *crop_poses.keypoints.shape[2:]) for i in range(len(images))])
             crop_poses.scores = np.concatenate(scores).reshape(-1, n)
+            crop_poses.psm = crop_poses.scores
         out, start = [], 0
         for per_image in boxes:
             rows = np.arange(start, start + len(per_image))

@@ -38,6 +38,7 @@ class Pose:
     box_xywh: list[float] = field(default_factory=list)
     area: float = 0.0
     track_id: int | None = None
+    psm: float | None = None  # the OKS a pose scoring module predicts for it, if one scored it
 
 
 @dataclass

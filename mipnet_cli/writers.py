@@ -64,6 +64,8 @@ def pose_result(image_id: int, pose: Pose) -> dict[str, Any]:
     }
     if pose.track_id is not None:
         entry["track_id"] = int(pose.track_id)
+    if pose.psm is not None:
+        entry["psm"] = round(float(pose.psm), 6)
     return entry
 
 

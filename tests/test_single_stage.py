@@ -23,6 +23,7 @@ from mipnet_cli.models.single_stage import STRIDES, level_of, mirror_index
 from mipnet_cli.pose_scoring import PoseScorer
 from mipnet_cli.regression_loss import LossSettings, assign, oks_matrix, regression_loss
 from mipnet_cli.regression_train import RegressionTrainConfig, RegressionTrainer
+from mipnet_cli.writers import pose_result
 
 SIZE = 128
 
@@ -149,10 +150,12 @@ def test_decode_maps_letterboxed_poses_back_and_engine_scores_them_itself():
     k = 17
     out[:] = -20.0  # every location: no person
     people = {5: (30.0, 64.0), 9: (100.0, 64.0)}  # location -> pose centre, input pixels
+    quality = {5: 2.0, 9: 0.0}  # PSM logits: predicted OKS 0.88 and 0.5
     for loc, (cx, cy) in people.items():
         xy = torch.as_tensor(_person(cx, cy, 10)[:, :2])
         out[0, 0, loc, :2 * k] = xy.flatten()
-        out[0, 0, loc, 2 * k:] = 5.0  # cls and quality logits
+        out[0, 0, loc, 2 * k] = 5.0  # cls logit
+        out[0, 0, loc, 2 * k + 1] = quality[loc]
     cands = est.candidates(out, *est.boxes_to_center_scale(np.array([[0, 0, 200, 100]])))
     assert (cands.scores[0] > 0).sum() == 2
     kept = cands.keypoints[0, :2]
@@ -162,9 +165,13 @@ def test_decode_maps_letterboxed_poses_back_and_engine_scores_them_itself():
                       for cx, cy in people.values())
     np.testing.assert_allclose(centres, expected, atol=1.0)
     assert (cands.areas[0, :2] > 0).all() and (cands.instances == 0).all()
+    left = int(np.argmin(kept[:, :, 0].mean(1)))  # the person of location 5
+    np.testing.assert_allclose(cands.psm[0, [left, 1 - left]], torch.tensor([2.0, 0.0]).sigmoid(),
+                               rtol=1e-5)
     poses = est.merge(cands, whole_image_boxes([image])[0], np.array([0]))
     assert len(poses) == 2 and all(p.box_xywh == [] for p in poses)
     np.testing.assert_allclose([p.score for p in poses], cands.scores[0, :2], rtol=1e-5)
+    assert sorted(pose_result(1, p)["psm"] for p in poses) == pytest.approx([0.5, 0.880797])
 
 
 def test_merge_uses_learned_pose_scores_in_place_of_keypoint_rescoring():
@@ -213,6 +220,7 @@ def test_scorer_rescores_top_down_poses_and_refuses_whole_image_networks(tmp_pat
     expected = scorer.score([image], [np.stack([p.keypoints for p in poses])])[0]
     decay = np.where([p.instance for p in poses], 0.5, 1.0)
     np.testing.assert_allclose([p.score for p in poses], expected * decay, rtol=1e-5)
+    np.testing.assert_allclose([p.psm for p in poses], expected, rtol=1e-5)
     with pytest.raises(ValueError, match="scores its own poses"):
         PoseEstimator(tiny(), "coco", EngineOptions(rescore="psm"), "cpu", scorer)
     with pytest.raises(ValueError, match="goes with a pose scorer"):

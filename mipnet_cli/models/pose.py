@@ -49,12 +49,14 @@ class Candidates:
     Families that score their own poses fill `scores` (B, L; 0 marks an empty slot) and
     `areas` (B, L; the OKS scale of each pose); otherwise the engine scores by box and
     keypoint confidence and takes the box's area. `instances` (L,) is the λ index of each slot.
+    `psm` (B, L): the OKS a pose scoring module predicts for each pose, for families with one.
     """
 
     keypoints: np.ndarray
     scores: np.ndarray | None = None
     areas: np.ndarray | None = None
     instances: np.ndarray | None = None
+    psm: np.ndarray | None = None
 
 
 def per_instance(centers: np.ndarray, scales: np.ndarray, n: int

@@ -258,7 +258,9 @@ class SingleStagePoseNet(PoseNet):
     def decode_candidates(self, out: torch.Tensor, centers: np.ndarray, scales: np.ndarray,
                           dark: bool = False) -> Candidates:
         """The best poses of each image after soft-NMS on their pseudo boxes, in image pixels;
-        every joint's confidence is the pose score; empty slots have score 0."""
+        every joint's confidence is the pose score; empty slots have score 0. With a quality
+        branch, `psm` holds its predicted OKS of each pose (centerness, for a network trained
+        with quality "centerness")."""
         from ..merge import soft_nms
 
         k, top = self.config.num_joints, self.config.max_people
@@ -267,6 +269,7 @@ class SingleStagePoseNet(PoseNet):
         kps = np.zeros((b, top, k, 3), np.float32)
         scores = np.zeros((b, top), np.float32)
         areas = np.zeros((b, top), np.float32)
+        psm = np.zeros((b, top), np.float32)
         h, w = self.config.image_size
         for i in range(b):
             score = self.scores(out[i])
@@ -286,7 +289,9 @@ class SingleStagePoseNet(PoseNet):
             scores[i, :n] = new
             span = image_xy.max(1) - image_xy.min(1)
             areas[i, :n] = PSEUDO_AREA * span[:, 0] * span[:, 1]
-        return Candidates(kps, scores, areas, np.zeros(top, np.int64))
+            psm[i, :n] = out[i, order[keep], 2 * k + 1].sigmoid().cpu().numpy()
+        return Candidates(kps, scores, areas, np.zeros(top, np.int64),
+                          psm if self.use_quality else None)
 
     def decode(self, out: torch.Tensor, centers: np.ndarray, scales: np.ndarray,
                dark: bool = False) -> np.ndarray:
