@@ -99,7 +99,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path,
                         default=ROOT / "weights" / "pfs_nano_composites.safetensors")
-    parser.add_argument("--timing-images", type=int, default=10)
+    parser.add_argument("--timing-images", type=int, default=10,
+                        help="images per people count in the timing table (0: no timing)")
     parser.add_argument("--json", type=Path,
                         default=ROOT / "benchmarks" / "single_stage_vs_top_down.json")
     args = parser.parse_args()
@@ -119,7 +120,7 @@ def main() -> None:
         return detector.detect(images)
 
     report: dict = {"machine": cpu_model(), "threads": torch.get_num_threads(),
-                    "single_stage": str(args.weights.relative_to(ROOT)), "sets": {}}
+                    "single_stage": str(args.weights.resolve().relative_to(ROOT)), "sets": {}}
     for name, (ann, folder) in SETS.items():
         if not ann.is_file():
             continue
@@ -137,6 +138,8 @@ def main() -> None:
             print(name, label, json.dumps(row[label]), flush=True)
         report["sets"][name] = row
         write_json(args.json, report, indent=1)
+    if args.timing_images < 1:
+        return
     with tempfile.TemporaryDirectory() as tmp:
         timing = {}
         for n, dest in crowd_sets(Path(tmp), args.timing_images).items():
