@@ -134,6 +134,8 @@ def test_movenet_training_targets_decode_back_to_the_joints() -> None:
     decoded = decode_movenet(maps, s)[0]
     # Up to the published float16 decoding scale (1/48 is stored 2.5e-4 off).
     np.testing.assert_allclose(decoded[:, :2].numpy(), joints[0, 0], rtol=3e-4, atol=1e-3)
+    # Imposing the centre the decoding finds (row, column) decodes the same pose.
+    assert torch.equal(decode_movenet(maps, s, centre.flip(0)[None]), decoded[None])
     meta = {"joints": torch.tensor(joints, dtype=torch.float32), "joints_vis": torch.tensor(vis),
             "context_joints": torch.zeros(1, 2, 17, 2), "context_vis": torch.zeros(1, 2, 17)}
     args = (torch.tensor(targets)[None], torch.tensor(weights)[None], meta)

@@ -373,16 +373,21 @@ def _grid(h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Ten
     return ys, xs
 
 
-def decode_movenet(maps: dict[str, torch.Tensor], input_size: int) -> torch.Tensor:
-    """MoveNet's single-pose decoding, batched: (B, 17, 3) (x, y, score) in input pixels."""
-    center = maps["center"].float()[:, 0]  # (B, h, w)
+def decode_movenet(maps: dict[str, torch.Tensor], input_size: int,
+                   centre_cells: torch.Tensor | None = None) -> torch.Tensor:
+    """MoveNet's single-pose decoding, batched: (B, 17, 3) (x, y, score) in input pixels.
+    `centre_cells` (B, 2) (row, column) imposes the person centre instead of step 1."""
     heat = maps["kpt_heatmap"].float()  # (B, K, h, w)
     b, k, h, w = heat.shape
     ys, xs = _grid(h, w, heat.device)
-    # 1. The person centre: centre heatmap weighted by closeness to the crop's middle.
-    weight = (1.0 / (torch.sqrt((ys - h / 2) ** 2 + (xs - w / 2) ** 2) + 1.8)).half().float()
-    idx = (center * weight).flatten(1).argmax(1)
-    cy, cx = torch.div(idx, w, rounding_mode="floor"), idx % w
+    if centre_cells is None:
+        center = maps["center"].float()[:, 0]  # (B, h, w)
+        # 1. The person centre: centre heatmap weighted by closeness to the crop's middle.
+        weight = (1.0 / (torch.sqrt((ys - h / 2) ** 2 + (xs - w / 2) ** 2) + 1.8)).half().float()
+        idx = (center * weight).flatten(1).argmax(1)
+        cy, cx = torch.div(idx, w, rounding_mode="floor"), idx % w
+    else:
+        cy, cx = centre_cells.long().to(heat.device).unbind(-1)
     rows = torch.arange(b, device=heat.device)
     # 2. Joints regressed from the centre (channels 2j, 2j+1 = dy, dx in heatmap cells).
     reg = maps["kpt_regress"].float()[rows, :, cy, cx].view(b, k, 2)

@@ -1,0 +1,111 @@
+"""How far can λ take MoveNet? The ceiling of the secondary instance with the converted heads.
+
+In MoveNet only the centre heatmap says whose pose a crop decodes: the joint heatmaps, offsets
+and dense regressions describe everyone in the crop. A λ = [0, 1] instance that learnt a
+perfect centre map for the other person would decode from that person's centre. This script
+imposes that centre (the mean of the other person's labelled joints, in heatmap cells) on the
+converted networks' maps and counts, over the overlapping people (box IoU > 0.3 with another,
+as `real_mipnet.py` counts them), how often the pose matches an overlapping person (OKS > 0.5).
+For comparison: MoveNet's own decoding, and the box's own person decoded from its GT centre.
+No flip test (the imposed centre is in the unmirrored crop).
+
+Usage (from the repository root):
+    python benchmarks/secondary_ceiling.py [--json benchmarks/secondary_ceiling.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from occlusion import iou  # noqa: E402
+from real_mipnet import SETS, oks  # noqa: E402
+
+from mipnet_cli.engine import EngineOptions, PoseEstimator  # noqa: E402
+from mipnet_cli.geometry import affine_matrices, affine_transform_points  # noqa: E402
+from mipnet_cli.hardware import cpu_model  # noqa: E402
+from mipnet_cli.images import read_image  # noqa: E402
+from mipnet_cli.io import write_json  # noqa: E402
+from mipnet_cli.models.movenet import decode_movenet  # noqa: E402
+from mipnet_cli.weights import get_entry  # noqa: E402
+
+MODELS = ("movenet-lightning-coco", "movenet-thunder-coco")
+
+
+def ceiling(entry: str, ann: Path, images: Path) -> dict:
+    """Hit rates of one converted network on the overlapping people of one set."""
+    est = PoseEstimator.from_checkpoint(get_entry(entry).local_path(),
+                                        EngineOptions(flip_test=False), "cpu")
+    model, size = est.model, est.input_size[0]
+    data = json.loads(ann.read_text())
+    people: dict[int, list[dict]] = {}
+    for a in data["annotations"]:
+        if a.get("num_keypoints", 0) > 0 and not a.get("iscrowd", 0):
+            people.setdefault(a["image_id"], []).append(a)
+    files = {img["id"]: img["file_name"] for img in data["images"]}
+    counts = {"decoded on its own person": 0, "decoded on another person": 0,
+              "own GT centre on its own person": 0, "other's GT centre on another person": 0}
+    cases = 0
+    for image_id, anns in people.items():
+        boxes = np.array([a["bbox"] for a in anns], np.float64)
+        gts = [np.asarray(a["keypoints"], float).reshape(-1, 3) for a in anns]
+        image = None
+        for i in range(len(anns)):
+            others = [j for j in range(len(anns)) if j != i and iou(boxes[i], boxes[j]) > 0.3]
+            if not others:
+                continue
+            image = read_image(images / files[image_id]) if image is None else image
+            centers, scales = est.boxes_to_center_scale(boxes[[i]])
+            crops = est.crops([image], centers, scales, np.zeros(1, np.int64))
+            with torch.no_grad():
+                maps = model.head_maps(model.trunk(crops.to(torch.float32)), None)
+            cell = size / maps["center"].shape[-1]
+            to_crop = affine_matrices(centers, scales, (size, size))[0]
+            to_image = affine_matrices(centers, scales, (size, size), inv=True)[0]
+
+            def centre_of(j: int) -> torch.Tensor:
+                labelled = gts[j][:, 2] > 0
+                xy = affine_transform_points(gts[j][labelled, :2], to_crop).mean(0)
+                rc = np.clip(np.floor((xy[::-1] + 0.5) / cell), 0, size / cell - 1)
+                return torch.tensor(rc[None], dtype=torch.long)
+
+            def matches(centre: torch.Tensor | None, targets: list[int]) -> bool:
+                pose = decode_movenet(maps, size, centre)[0].numpy().astype(np.float64)
+                pose[:, :2] = affine_transform_points(pose[:, :2], to_image)
+                return max(oks(pose, gts[j], anns[j]["area"]) for j in targets) > 0.5
+
+            nearest = max(others, key=lambda j: iou(boxes[i], boxes[j]))
+            cases += 1
+            counts["decoded on its own person"] += matches(None, [i])
+            counts["decoded on another person"] += matches(None, others)
+            counts["own GT centre on its own person"] += matches(centre_of(i), [i])
+            counts["other's GT centre on another person"] += matches(centre_of(nearest), others)
+    return {"cases": cases, **{k: round(v / max(cases, 1), 4) for k, v in counts.items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "secondary_ceiling.json")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    result: dict = {"machine": cpu_model(), "date": time.strftime("%Y-%m-%d"), "rates": {}}
+    for entry in MODELS:
+        for name in ("composites", "ochuman"):
+            result["rates"][f"{entry} | {name}"] = r = ceiling(entry, *SETS[name])
+            print(entry, name, r, flush=True)
+    write_json(args.json, result, indent=1)
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
