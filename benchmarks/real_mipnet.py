@@ -23,6 +23,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -75,26 +76,33 @@ def oks(pred: np.ndarray, gt: np.ndarray, area: float) -> float:
     return float(np.exp(-d2 / var / (area + np.spacing(1)) / 2)[labelled].mean())
 
 
-def secondary_hits(weights: Path, ann: Path, images: Path) -> dict:
-    """How often λ = [0, 1] finds an overlapping person (box IoU > 0.3) with OKS > 0.5, and,
-    for comparison, how often λ = [1, 0] (the box's own person) lands on one of them, and how
-    often each instance matches the box's own person."""
-    est = PoseEstimator.from_checkpoint(weights, EngineOptions(flip_test=True), "cpu")
+def overlap_cases(ann: Path) -> Iterator[tuple[str, list[dict], list[list[int]]]]:
+    """Per image where people overlap: its file name, its labelled people and, for each of
+    them, the others whose box overlaps theirs (IoU > 0.3)."""
     data = json.loads(ann.read_text())
     people: dict[int, list[dict]] = {}
     for a in data["annotations"]:
         if a.get("num_keypoints", 0) > 0 and not a.get("iscrowd", 0):
             people.setdefault(a["image_id"], []).append(a)
     files = {img["id"]: img["file_name"] for img in data["images"]}
-    cases, hits, own = 0, [0, 0], [0, 0]
     for image_id, anns in people.items():
         boxes = np.array([a["bbox"] for a in anns], np.float64)
         others = [[j for j in range(len(anns)) if j != i and iou(boxes[i], boxes[j]) > 0.3]
                   for i in range(len(anns))]
+        if any(others):
+            yield files[image_id], anns, others
+
+
+def secondary_hits(weights: Path, ann: Path, images: Path) -> dict:
+    """How often λ = [0, 1] finds an overlapping person (box IoU > 0.3) with OKS > 0.5, and,
+    for comparison, how often λ = [1, 0] (the box's own person) lands on one of them, and how
+    often each instance matches the box's own person."""
+    est = PoseEstimator.from_checkpoint(weights, EngineOptions(flip_test=True), "cpu")
+    cases, hits, own = 0, [0, 0], [0, 0]
+    for name, anns, others in overlap_cases(ann):
+        boxes = np.array([a["bbox"] for a in anns], np.float64)
         rows = [i for i, o in enumerate(others) if o]
-        if not rows:
-            continue
-        image = read_image(images / files[image_id])
+        image = read_image(images / name)
         kps = est.estimate([image], boxes[rows], np.zeros(len(rows), np.int64)).keypoints
         for r, i in enumerate(rows):
             cases += 1

@@ -16,7 +16,6 @@ Usage (from the repository root):
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from occlusion import iou  # noqa: E402
-from real_mipnet import SETS, oks  # noqa: E402
+from real_mipnet import SETS, oks, overlap_cases  # noqa: E402
 
 from mipnet_cli.engine import EngineOptions, PoseEstimator  # noqa: E402
 from mipnet_cli.geometry import affine_matrices, affine_transform_points  # noqa: E402
@@ -42,54 +41,49 @@ from mipnet_cli.weights import get_entry  # noqa: E402
 MODELS = ("movenet-lightning-coco", "movenet-thunder-coco")
 
 
+def centre_cell(person: np.ndarray, to_crop: np.ndarray, cell: float, cells: int
+                ) -> torch.Tensor:
+    """(1, 2) (row, column): the heatmap cell of the mean of a person's labelled joints."""
+    xy = affine_transform_points(person[person[:, 2] > 0, :2], to_crop).mean(0)
+    rc = np.clip(np.floor((xy[::-1] + 0.5) / cell), 0, cells - 1)
+    return torch.tensor(rc[None], dtype=torch.long)
+
+
 def ceiling(entry: str, ann: Path, images: Path) -> dict:
     """Hit rates of one converted network on the overlapping people of one set."""
     est = PoseEstimator.from_checkpoint(get_entry(entry).local_path(),
                                         EngineOptions(flip_test=False), "cpu")
     model, size = est.model, est.input_size[0]
-    data = json.loads(ann.read_text())
-    people: dict[int, list[dict]] = {}
-    for a in data["annotations"]:
-        if a.get("num_keypoints", 0) > 0 and not a.get("iscrowd", 0):
-            people.setdefault(a["image_id"], []).append(a)
-    files = {img["id"]: img["file_name"] for img in data["images"]}
-    counts = {"decoded on its own person": 0, "decoded on another person": 0,
-              "own GT centre on its own person": 0, "other's GT centre on another person": 0}
+    counts = dict.fromkeys(("decoded on its own person", "decoded on another person",
+                            "own GT centre on its own person",
+                            "other's GT centre on another person"), 0)
     cases = 0
-    for image_id, anns in people.items():
+    for name, anns, overlapping in overlap_cases(ann):
+        image = read_image(images / name)
         boxes = np.array([a["bbox"] for a in anns], np.float64)
         gts = [np.asarray(a["keypoints"], float).reshape(-1, 3) for a in anns]
-        image = None
-        for i in range(len(anns)):
-            others = [j for j in range(len(anns)) if j != i and iou(boxes[i], boxes[j]) > 0.3]
+        for i, others in enumerate(overlapping):
             if not others:
                 continue
-            image = read_image(images / files[image_id]) if image is None else image
             centers, scales = est.boxes_to_center_scale(boxes[[i]])
             crops = est.crops([image], centers, scales, np.zeros(1, np.int64))
             with torch.no_grad():
                 maps = model.head_maps(model.trunk(crops.to(torch.float32)), None)
-            cell = size / maps["center"].shape[-1]
+            cells = maps["center"].shape[-1]
             to_crop = affine_matrices(centers, scales, (size, size))[0]
             to_image = affine_matrices(centers, scales, (size, size), inv=True)[0]
-
-            def centre_of(j: int) -> torch.Tensor:
-                labelled = gts[j][:, 2] > 0
-                xy = affine_transform_points(gts[j][labelled, :2], to_crop).mean(0)
-                rc = np.clip(np.floor((xy[::-1] + 0.5) / cell), 0, size / cell - 1)
-                return torch.tensor(rc[None], dtype=torch.long)
-
-            def matches(centre: torch.Tensor | None, targets: list[int]) -> bool:
+            nearest = max(others, key=lambda j: iou(boxes[i], boxes[j]))
+            trials = {"decoded on its own person": (None, [i]),
+                      "decoded on another person": (None, others),
+                      "own GT centre on its own person":
+                          (centre_cell(gts[i], to_crop, size / cells, cells), [i]),
+                      "other's GT centre on another person":
+                          (centre_cell(gts[nearest], to_crop, size / cells, cells), others)}
+            cases += 1
+            for key, (centre, targets) in trials.items():
                 pose = decode_movenet(maps, size, centre)[0].numpy().astype(np.float64)
                 pose[:, :2] = affine_transform_points(pose[:, :2], to_image)
-                return max(oks(pose, gts[j], anns[j]["area"]) for j in targets) > 0.5
-
-            nearest = max(others, key=lambda j: iou(boxes[i], boxes[j]))
-            cases += 1
-            counts["decoded on its own person"] += matches(None, [i])
-            counts["decoded on another person"] += matches(None, others)
-            counts["own GT centre on its own person"] += matches(centre_of(i), [i])
-            counts["other's GT centre on another person"] += matches(centre_of(nearest), others)
+                counts[key] += max(oks(pose, gts[j], anns[j]["area"]) for j in targets) > 0.5
     return {"cases": cases, **{k: round(v / max(cases, 1), 4) for k, v in counts.items()}}
 
 

@@ -289,3 +289,34 @@ def test_train_eval_and_predict_commands(realdata_dir, tmp_path, capsys):
     assert run_app(["predict", *map(str, images), "--weights", str(weights),
                     "--json", str(out)]) == 0
     assert isinstance(json.loads(out.read_text()), list)
+
+
+def test_zoom_out_jitter_shrinks_the_people(tmp_path):
+    """With zoom out always on, every person comes out smaller than without it (same image,
+    same seed), by at most the zoom factor; its area shrinks with it."""
+    import cv2
+
+    from mipnet_cli.data.scenes import SceneAugment, SceneDataset
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((100, 100, 3), 90, np.uint8))
+    kps = [v for x, y in zip(np.linspace(20, 80, 17), np.linspace(10, 90, 17), strict=True)
+           for v in (x, y, 2)]
+    (tmp_path / "ann.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.png", "width": 100, "height": 100}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "keypoints": kps,
+                         "num_keypoints": 17, "bbox": [20, 10, 60, 80], "area": 4800}],
+        "categories": [{"id": 1, "name": "person", "keypoints": list(COCO17.names),
+                        "skeleton": []}]}))
+    still = dict(scale=0.0, shift=0.0, flip_prob=0.0, color_jitter=0.0)
+
+    def sample(augment: SceneAugment) -> tuple[float, float]:
+        ds = SceneDataset(tmp_path / "ann.json", tmp_path, 64, augment=augment)
+        _, joints, _, areas, n = ds[0]
+        assert n == 1
+        return float(joints[0, :, 1].max() - joints[0, :, 1].min()), float(areas[0])
+
+    plain = sample(SceneAugment(**still))
+    zoomed = sample(SceneAugment(**still, zoom_out=3.0, zoom_prob=1.0))
+    ratio = zoomed[0] / plain[0]
+    assert 1 / 3 <= ratio < 0.999
+    assert zoomed[1] / plain[1] == pytest.approx(ratio**2, rel=1e-3)

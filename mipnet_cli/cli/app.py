@@ -23,6 +23,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # docstring paragraphs are reflowed, not broken at their newlines
 )
 # Help panels of `mipnet --help`, in this order.
 ANNOTATE, INSPECT, TRAIN, MODELS = ("Annotate", "Look inside the network",

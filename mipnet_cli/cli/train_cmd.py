@@ -34,7 +34,9 @@ def train(
     resume: bool = typer.Option(False, help="continue the run in the output folder exactly"),
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 (default: auto)"),
 ) -> None:
-    """Train a (multi-instance) pose network on a COCO-format keypoint dataset; a config whose
+    """Train a pose network (multi-instance or single-stage) from a config.
+
+    Top-down archs train on the person crops of a COCO-format keypoint dataset; a config whose
     arch is single-stage (pfs_*) trains that network on whole images instead.
 
     Writes last/best checkpoints (mipnet format), state.pt for --resume, log.jsonl and
@@ -155,9 +157,10 @@ def evaluate(
     json_out: Path | None = typer.Option(None, "--json", help="write metrics and results here"),
     plot: Path | None = typer.Option(None, help="sweep plot (PNG)"),
 ) -> None:
-    """Evaluate a pose network on a COCO-format set: merged and per-instance AP, optionally the
-    confidence sweep; boxes from the ground truth, a detection file or a detector. With
-    --results, score an existing results file instead."""
+    """Evaluate a pose network on a COCO-format set (merged and per-instance AP).
+
+    Boxes from the ground truth, a detection file or a detector; optionally the confidence
+    sweep. With --results, score an existing results file instead."""
     import tempfile
 
     from ..validation import confidence_sweep, evaluate_predictions, merged_results, predict_dataset

@@ -27,10 +27,13 @@ MAX_PEOPLE = 32
 
 @dataclass(frozen=True)
 class SceneAugment:
-    """Training jitter of the letterbox: scale × U(1 - scale, 1 + scale), centre shift up to
-    `shift` of the side, horizontal flips, colour jitter strength."""
+    """Training jitter of the letterbox: scale × U(1 - scale, 1 + scale), and with probability
+    `zoom_prob` a zoom out × U(1, zoom_out) (small people for the fine levels), centre shift
+    up to `shift` of the side, horizontal flips, colour jitter strength."""
 
     scale: float = 0.25
+    zoom_out: float = 1.0
+    zoom_prob: float = 0.0
     shift: float = 0.1
     flip_prob: float = 0.5
     color_jitter: float = 0.2
@@ -77,6 +80,8 @@ class SceneDataset(Dataset):
         if self.train:
             a = self.augment
             side *= rng.uniform(1 - a.scale, 1 + a.scale)
+            if rng.random() < a.zoom_prob:
+                side *= rng.uniform(1.0, a.zoom_out)
             center += rng.uniform(-a.shift, a.shift, 2).astype(np.float32) * max(w, h)
             flipped = rng.random() < a.flip_prob
             if a.color_jitter:
