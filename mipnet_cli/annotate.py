@@ -107,17 +107,18 @@ BoxSource = DetectorBoxes | TableBoxes | WholeImage
 
 
 def detector_boxes(name: str | None, weights_path: str | os.PathLike | None,
-                   score_thresh: float, nms_iou: float, device) -> DetectorBoxes:
+                   score_thresh: float, nms_iou: float, device,
+                   sizes: Sequence[int] | None = None) -> DetectorBoxes:
     """A person detector by name and/or weights file, with defaults.
 
     With neither, torchvision's COCO detector (DEFAULT_DETECTOR) when its weights are cached
     or can be downloaded, else the zoo's shipped default (the converted COCO YOLOX-Nano),
     marked `fallback`. A name alone that is the builder of a shipped zoo detector loads the
-    shipped weights.
+    shipped weights. `sizes`: the detector's input sizes (see `DetectorBase`).
     """
     def build(builder: str | None, path) -> PersonDetector | YoloxPersonDetector:
         return open_detector(builder, path, score_thresh=score_thresh, nms_iou=nms_iou,
-                             device=device)
+                             device=device, sizes=sizes)
 
     if name is not None and weights_path is None:
         shipped = shipped_detector(name)
@@ -137,28 +138,35 @@ def detector_boxes(name: str | None, weights_path: str | os.PathLike | None,
 def box_source(*, boxes: str | os.PathLike | None = None, gt: str | os.PathLike | None = None,
                detector: str | None = None, detector_weights: str | os.PathLike | None = None,
                det_thresh: float | None = None, det_nms: float = 0.5,
+               det_sizes: Sequence[int] | None = None,
                device: str | torch.device | None = None, whole_image: bool = False
                ) -> BoxSource:
     """Where person boxes come from: a COCO detection-results file (`det_thresh` default 0, as
     in the official evaluation), else the boxes of the annotation file `gt` unless a detector
-    is named, else a detector (see `detector_boxes`; `det_thresh` default 0.5). For a
-    `whole_image` network the whole image, and no box source may be named."""
+    is named, else a detector (see `detector_boxes`; `det_thresh` default 0.5; `det_sizes`
+    its input sizes). For a `whole_image` network the whole image, and no box source may be
+    named."""
     if whole_image:
         named = [n for n, v in (("--boxes", boxes), ("--detector", detector),
-                                ("--detector-weights", detector_weights)) if v is not None]
+                                ("--detector-weights", detector_weights),
+                                ("--det-size", det_sizes)) if v is not None]
         if named:
             raise MipnetError(f"this is a single-stage network: it finds the people itself; "
                               f"leave out {', '.join(named)}")
         return WholeImage()
     if boxes is not None and (detector is not None or detector_weights is not None):
         raise MipnetError("a box file and a detector are two box sources: give only one")
+    if det_sizes is not None and (boxes is not None or (
+            gt is not None and detector is None and detector_weights is None)):
+        raise MipnetError("--det-size sets the detector's input size, and the boxes come from "
+                          f"{'--boxes' if boxes is not None else '--gt'}: leave it out")
     if boxes is not None:
         return TableBoxes(load_box_file(boxes, score_thresh=det_thresh or 0.0), "file",
                           str(boxes))
     if gt is not None and detector is None and detector_weights is None:
         return TableBoxes(load_gt_boxes(gt), "gt", str(gt))
     return detector_boxes(detector, detector_weights, 0.5 if det_thresh is None else det_thresh,
-                          det_nms, pick_device(device))
+                          det_nms, pick_device(device), det_sizes)
 
 
 def load_estimator(weights: str | os.PathLike | None, engine: EngineOptions | None = None,
@@ -248,6 +256,7 @@ class Annotator:
         detector_weights: str | os.PathLike | None = None,
         det_thresh: float | None = None,
         det_nms: float = 0.5,
+        det_sizes: Sequence[int] | None = None,
         boxes: str | os.PathLike | None = None,
         gt: str | os.PathLike | None = None,
         engine: EngineOptions | None = None,
@@ -269,7 +278,7 @@ class Annotator:
         estimator = load_estimator(weights, engine, str(torch_device), scorer=scorer)
         source = box_source(boxes=boxes, gt=gt, detector=detector,
                             detector_weights=detector_weights, det_thresh=det_thresh,
-                            det_nms=det_nms, device=torch_device,
+                            det_nms=det_nms, det_sizes=det_sizes, device=torch_device,
                             whole_image=estimator.model.whole_image)
         ids = image_ids_by_filename(gt) if gt is not None else None
         return cls(estimator, source, ids, ids_from=str(gt), images_per_batch=images_per_batch)

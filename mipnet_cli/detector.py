@@ -18,7 +18,7 @@ import torchvision
 from torchvision.models import WeightsEnum
 
 from .data.dataset import load_coco_json
-from .detection import DetectorBase
+from .detection import Candidates, DetectorBase
 from .detector_models import PERSON_DETECTORS
 from .errors import MipnetError, torch_load_message
 from .io import atomic_path, finite, read_json
@@ -197,7 +197,8 @@ class PersonDetector(DetectorBase):
 
     Boxes below `score_thresh` are dropped; `nms_iou` is the IoU above which the detector's
     class-wise NMS suppresses the weaker of two person boxes; at most `max_detections` boxes are
-    kept per image, best first.
+    kept per image, best first. A size in `sizes` is the shorter image side the network
+    resizes to (the builder's own: 800 for the R-CNNs; the longer side is capped in proportion).
     """
 
     def __init__(
@@ -213,13 +214,14 @@ class PersonDetector(DetectorBase):
         max_detections: int = 100,
         device: str | torch.device = "cpu",
         batch_size: int = 4,
+        sizes: Sequence[int] | None = None,
         progress: bool = True,
         **builder_kwargs: Any,
     ) -> None:
         if name not in detector_names():
             choices = ", ".join(detector_names())
             raise MipnetError(f"unknown detector {name!r}; choose one of {choices}")
-        super().__init__(name, score_thresh, nms_iou, max_detections, batch_size, device)
+        super().__init__(name, score_thresh, nms_iou, max_detections, batch_size, device, sizes)
 
         builder = torchvision.models.get_model_builder(name)
         kwargs: dict[str, Any] = dict(builder_kwargs)
@@ -277,6 +279,10 @@ class PersonDetector(DetectorBase):
         self.model = model
         self._configure_postprocess()
         self.model.eval().to(self.device)
+        transform = model.transform
+        if self.sizes is not None and getattr(transform, "fixed_size", None) is not None:
+            raise MipnetError(f"detector {name} has a fixed input size; leave out the sizes")
+        self._own_sizes = (tuple(transform.min_size), transform.max_size)
 
     def _configure_postprocess(self) -> None:
         """Set the detector's own score threshold, NMS IoU and per-image cap."""
@@ -292,35 +298,17 @@ class PersonDetector(DetectorBase):
                 raise MipnetError(f"detector {self.name} has no {attr} setting to configure")
             setattr(head, attr, value)
 
-    @torch.inference_mode()
-    def detect(self, images: Sequence[np.ndarray]) -> list[list[Box]]:
-        """Person boxes for each RGB uint8 (H, W, 3) image, best first, ids 0, 1, ... per image.
+    def _candidates(self, images: Sequence[np.ndarray], size: int | None) -> list[Candidates]:
+        transform = self.model.transform
+        transform.min_size, transform.max_size = self._own_sizes if size is None else (
+            (size,), round(size * self._own_sizes[1] / self._own_sizes[0][-1]))
+        tensors = [torch.from_numpy(np.ascontiguousarray(img)).to(self.device)
+                   .permute(2, 0, 1).float().div_(255.0) for img in images]
+        return [self._person_boxes(out) for out in self.model(tensors)]
 
-        An image with no pixels yields no boxes.
-        """
-        results: list[list[Box]] = [[] for _ in images]
-        todo = self.non_empty(images)
-        for start in range(0, len(todo), self.batch_size):
-            chunk = todo[start:start + self.batch_size]
-            tensors = [
-                torch.from_numpy(np.ascontiguousarray(images[i])).to(self.device)
-                .permute(2, 0, 1).float().div_(255.0)
-                for i in chunk
-            ]
-            for i, out in zip(chunk, self.model(tensors), strict=True):
-                results[i] = self._person_boxes(out)
-        return results
-
-    def _person_boxes(self, out: dict[str, torch.Tensor]) -> list[Box]:
+    def _person_boxes(self, out: dict[str, torch.Tensor]) -> Candidates:
         keep = (out["labels"] == PERSON_LABEL) & (out["scores"] >= self.score_thresh)
-        boxes, scores = out["boxes"][keep], out["scores"][keep]
-        order = torch.argsort(scores, descending=True)[: self.max_detections]
-        boxes_np = boxes[order].double().cpu().numpy()
-        scores_np = scores[order].double().cpu().numpy()
-        return [
-            Box(xyxy=b, score=float(s), source="detector", id=k)
-            for k, (b, s) in enumerate(zip(boxes_np, scores_np, strict=True))
-        ]
+        return out["boxes"][keep], out["scores"][keep]
 
     def save(self, path: str | os.PathLike, provenance: dict | None = None,
              half: bool = False) -> None:

@@ -142,7 +142,8 @@ def draw_poses(
         secondary = pose.instance > 0
         extent = float(np.ptp(xy[shown], axis=0).max())
         t = thickness if thickness is not None else max(1, min(auto_t, round(extent / 80)))
-        r = radius if radius is not None else max(2, min(auto_r, round(1.6 * t + 1)))
+        r = radius if radius is not None else max(
+            1, min(auto_r, round(1.6 * t + 1), round(extent / 25)))  # tiny people: small dots
         limbs = [(a, b) for a, b in keypoint_set.skeleton if shown[a] and shown[b]]
         for a, b in limbs:
             _segment(out, xy[a], xy[b], OUTLINE, t + 2, secondary)

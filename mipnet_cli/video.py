@@ -25,7 +25,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -457,6 +457,7 @@ def video_box_source(
     detector_weights: str | os.PathLike | None = None,
     det_thresh: float | None = None,
     det_nms: float = 0.5,
+    det_sizes: Sequence[int] | None = None,
     device: str | None = None,
     whole_image: bool = False,
 ) -> BoxSource:
@@ -468,8 +469,8 @@ def video_box_source(
             detector is not None or detector_weights is not None) > 1:
         raise MipnetError("give one box source: --boxes, --gt or a detector")
     return box_source(boxes=boxes, gt=gt, detector=detector, detector_weights=detector_weights,
-                      det_thresh=det_thresh, det_nms=det_nms, device=device,
-                      whole_image=whole_image)
+                      det_thresh=det_thresh, det_nms=det_nms, det_sizes=det_sizes,
+                      device=device, whole_image=whole_image)
 
 
 def annotate_video(

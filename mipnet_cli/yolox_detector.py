@@ -17,11 +17,10 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from .detection import DetectorBase
+from .detection import Candidates, DetectorBase
 from .errors import MipnetError
 from .io import atomic_path
 from .models.yolox import YOLOX, YoloxConfig, decode_outputs
-from .results import Box
 
 YOLOX_BUILDERS = {"yolox_nano": YoloxConfig(width=0.25, depth=0.33, depthwise=True),
                   "yolox_tiny": YoloxConfig(width=0.375, depth=0.33, depthwise=False)}
@@ -90,13 +89,15 @@ class YoloxPersonDetector(DetectorBase):
 
     Images are letterboxed (aspect kept, top-left, grey padding) to the network's input size
     on the device in one batch; a box's score is objectness × person probability; boxes below
-    `score_thresh` are dropped and the rest go through NMS at `nms_iou`.
+    `score_thresh` are dropped and the rest go through NMS at `nms_iou`. A size in `sizes` is
+    the side of a square letterbox (the network's own: 416 for the COCO YOLOX-Nano).
     """
 
     def __init__(self, model: YOLOX, *, name: str = "yolox_nano", score_thresh: float = 0.5,
                  nms_iou: float = 0.5, max_detections: int = 100,
-                 device: str | torch.device = "cpu", batch_size: int = 8) -> None:
-        super().__init__(name, score_thresh, nms_iou, max_detections, batch_size, device)
+                 device: str | torch.device = "cpu", batch_size: int = 8,
+                 sizes: Sequence[int] | None = None) -> None:
+        super().__init__(name, score_thresh, nms_iou, max_detections, batch_size, device, sizes)
         self.model = model.eval().to(self.device)
         if self.device.type == "cpu":  # NHWC: faster depthwise convolutions in oneDNN
             self.model.to(memory_format=torch.channels_last)
@@ -107,9 +108,11 @@ class YoloxPersonDetector(DetectorBase):
         model, _ = load_yolox(path)
         return cls(model, name=builder_for(model.config), **kwargs)
 
-    def letterbox(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, np.ndarray]:
-        """(B, 3, H, W) BGR 0-255 network input and each image's resize ratio."""
-        h, w = self.input_size
+    def letterbox(self, images: Sequence[np.ndarray], size: tuple[int, int] | None = None
+                  ) -> tuple[torch.Tensor, np.ndarray]:
+        """(B, 3, H, W) BGR 0-255 network input of (H, W) `size` (default: the network's) and
+        each image's resize ratio."""
+        h, w = size or self.input_size
         batch = torch.full((len(images), 3, h, w), PAD_VALUE, device=self.device)
         ratios = np.zeros(len(images))
         for i, img in enumerate(images):
@@ -122,22 +125,16 @@ class YoloxPersonDetector(DetectorBase):
             ratios[i] = r
         return batch, ratios
 
-    @torch.inference_mode()
-    def detect(self, images: Sequence[np.ndarray]) -> list[list[Box]]:
-        """Person boxes for each RGB uint8 (H, W, 3) image, best first, ids 0, 1, ... per image."""
-        results: list[list[Box]] = [[] for _ in images]
-        todo = self.non_empty(images)
-        for start in range(0, len(todo), self.batch_size):
-            chunk = todo[start:start + self.batch_size]
-            x, ratios = self.letterbox([images[i] for i in chunk])
-            if self.device.type == "cpu":
-                x = x.contiguous(memory_format=torch.channels_last)
-            out = decode_outputs(self.model(x), self.input_size, self.model.config.strides)
-            for k, i in enumerate(chunk):
-                results[i] = self._person_boxes(out[k], ratios[k], images[i].shape)
-        return results
+    def _candidates(self, images: Sequence[np.ndarray], size: int | None) -> list[Candidates]:
+        hw = self.input_size if size is None else (size, size)
+        x, ratios = self.letterbox(images, hw)
+        if self.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = decode_outputs(self.model(x), hw, self.model.config.strides)
+        return [self._person_boxes(out[k], ratios[k], img.shape)
+                for k, img in enumerate(images)]
 
-    def _person_boxes(self, out: torch.Tensor, ratio: float, shape: tuple) -> list[Box]:
+    def _person_boxes(self, out: torch.Tensor, ratio: float, shape: tuple) -> Candidates:
         scores = out[:, 4] * out[:, 5 + COCO_PERSON]
         keep = scores >= self.score_thresh
         cxcywh, scores = out[keep, :4], scores[keep]
@@ -147,7 +144,4 @@ class YoloxPersonDetector(DetectorBase):
         valid = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
         xyxy, scores = xyxy[valid], scores[valid]
         order = torchvision.ops.nms(xyxy, scores, self.nms_iou)[: self.max_detections]
-        boxes_np = xyxy[order].double().cpu().numpy()
-        scores_np = scores[order].double().cpu().numpy()
-        return [Box(xyxy=b, score=float(s), source="detector", id=k)
-                for k, (b, s) in enumerate(zip(boxes_np, scores_np, strict=True))]
+        return xyxy[order], scores[order]

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torchvision
 
+from mipnet_cli.detection import DetectorBase, check_sizes
 from mipnet_cli.detector import (
     PersonDetector,
     image_ids_by_filename,
@@ -19,6 +20,8 @@ from mipnet_cli.detector import (
     load_gt_boxes,
 )
 from mipnet_cli.errors import MipnetError
+from mipnet_cli.images import read_image
+from mipnet_cli.yolox_detector import YoloxPersonDetector
 
 SMALL = "fasterrcnn_mobilenet_v3_large_320_fpn"
 
@@ -224,3 +227,70 @@ def test_gt_boxes(realdata_dir: Path, tmp_path: Path) -> None:
     (tmp_path / "list.json").write_text("[]")
     with pytest.raises(MipnetError, match="not a COCO annotation file"):
         load_gt_boxes(tmp_path / "list.json")
+
+
+class _FixedCandidates(DetectorBase):
+    """A detector whose boxes at each input size are given: for the merge of several sizes."""
+
+    def __init__(self, by_size: dict, **kwargs) -> None:
+        super().__init__("fixed", 0.5, 0.5, kwargs.pop("max_detections", 100), 4, "cpu",
+                         sizes=list(by_size), **kwargs)
+        self.by_size = by_size
+        self.seen: list[int | None] = []
+
+    def _candidates(self, images, size):
+        self.seen.append(size)
+        xyxy, scores = self.by_size[size]
+        return [(torch.tensor(xyxy, dtype=torch.float64), torch.tensor(scores, dtype=torch.float64))
+                for _ in images]
+
+
+def test_several_input_sizes_are_merged_by_one_nms() -> None:
+    a, a_shifted, far = [0, 0, 100, 200], [5, 0, 105, 200], [300, 0, 340, 80]  # IoU(a, a') 0.9
+    det = _FixedCandidates({416: ([a], [0.9]), 832: ([a_shifted, far], [0.7, 0.6])})
+    boxes = det.detect([_scene(0), _scene(1)])
+    assert det.seen == [416, 832]  # one pass per size for the batch
+    for found in boxes:  # a' is the same person as a, at a lower score: suppressed
+        assert [b.xyxy.tolist() for b in found] == [a, far]
+        assert [b.score for b in found] == pytest.approx([0.9, 0.6])
+        assert [b.id for b in found] == [0, 1]
+    capped = _FixedCandidates({416: ([a], [0.9]), 832: ([far], [0.95])}, max_detections=1)
+    assert [b.xyxy.tolist() for b in capped.detect([_scene(0)])[0]] == [far]
+    # One size: the family's boxes, best first, no second NMS.
+    single = _FixedCandidates({416: ([far, a, a_shifted], [0.2, 0.9, 0.7])})
+    assert [b.score for b in single.detect([_scene(0)])[0]] == pytest.approx([0.9, 0.7, 0.2])
+
+
+def test_input_sizes_are_checked() -> None:
+    assert check_sizes(None) is None
+    assert check_sizes([416, 832, 416]) == (416, 832)
+    for bad in ([400], [32], [4128], []):
+        with pytest.raises(ValueError):
+            check_sizes(bad)
+
+
+def test_torchvision_detector_runs_at_the_asked_shorter_side() -> None:
+    det = _small_detector([0.0, 2.0, 0.0], score_thresh=0.5, sizes=[160, 320])
+    seen = []
+    det.model.transform.register_forward_hook(
+        lambda module, args, out: seen.append(tuple(out[0].tensors.shape[-2:])))
+    det.detect([_scene(0)])
+    own = det._own_sizes
+    det.sizes = None
+    det.detect([_scene(0)])
+    assert det.model.transform.min_size == own[0]  # the builder's own size is back
+    # 240x320 scene, shorter side to 160 then 320 (padded to multiples of 32), then 320 (own).
+    assert seen == [(160, 224), (320, 448), (320, 448)]
+
+
+def test_yolox_detector_at_a_larger_size_finds_the_same_person() -> None:
+    root = Path(__file__).resolve().parents[1]
+    path = root / "weights" / "yolox_nano_coco.safetensors"
+    image = read_image(root / "samples" / "images" / "000000.jpg")
+    own = YoloxPersonDetector.from_file(path, score_thresh=0.3).detect([image])[0]
+    both = YoloxPersonDetector.from_file(path, score_thresh=0.3, sizes=[416, 640]).detect(
+        [image])[0]
+    assert own and len(both) >= len(own)
+    iou = torchvision.ops.box_iou(torch.tensor(np.stack([b.xyxy for b in own])),
+                                  torch.tensor(np.stack([b.xyxy for b in both])))
+    assert bool((iou.max(1).values > 0.7).all())  # every box of the own size is kept or matched

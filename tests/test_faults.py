@@ -729,3 +729,33 @@ def test_single_stage_eval_refuses_box_options(single_stage, tmp_path, capsys) -
     for extra in (["--sweep"], ["--boxes", gt]):
         run = _run(capsys, "eval", gt, tmp_path / "p", "--weights", single_stage, *extra)
         assert_fails(run, 2, "single-stage network")
+
+
+# --- detector input sizes (--det-size): misuse is one line, before any work ---------------
+
+DET_SIZE_CASES = {
+    "not a multiple of 32": (lambda k, s, t: [*PREDICT, "--weights", k["ckpt"], "--det-size",
+                                              "400", t / "p/1.png"], ("--det-size", "400",
+                                                                      "multiple of 32")),
+    "not a number": (lambda k, s, t: [*PREDICT, "--weights", k["ckpt"], "--det-size", "416,x",
+                                      t / "p/1.png"], ("--det-size 416,x", "such as 416 or 416,832")),
+    "boxes from --gt": (lambda k, s, t: [*PREDICT, "--weights", k["ckpt"], "--gt",
+                                         t / "p/gt.json", "--det-size", "416", t / "p/1.png"],
+                        ("--det-size", "--gt", "leave it out")),
+    "single stage": (lambda k, s, t: [*PREDICT, "--weights", s, "--det-size", "416",
+                                      t / "p/1.png"], ("finds the people itself", "--det-size")),
+    "video, too large": (lambda k, s, t: ["video", k["clip"], "--weights", k["ckpt"],
+                                          "--det-size", "416,8192"], ("8192", "4096")),
+    "eval without a detector": (lambda k, s, t: ["eval", t / "p/gt.json", t / "p", "--weights",
+                                                 k["ckpt"], "--det-size", "416"],
+                                ("--det-size", "--detect")),
+}
+
+
+@pytest.mark.parametrize("case", list(DET_SIZE_CASES))
+def test_det_size_misuse(case, kit, single_stage, tmp_path, capsys) -> None:
+    argv, needles = DET_SIZE_CASES[case]
+    _photos(tmp_path / "p")
+    run = _run(capsys, *argv(kit, single_stage, tmp_path), "--json", tmp_path / "r.json")
+    assert_fails(run, 2, *needles)
+    assert not (tmp_path / "r.json").exists()

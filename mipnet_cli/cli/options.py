@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 
 from ..annotate import BoxSource, DetectorBoxes
+from ..detection import check_sizes
+from ..errors import MipnetError
 from ..weights import ZooEntry, default_entry
 from .app import say
 
@@ -38,6 +40,24 @@ DetThresh = Annotated[float | None, typer.Option(
     min=0.0, max=1.0,
     help="minimum person-box score (default 0.5 for the detector, 0 for --boxes)")]
 DetNms = Annotated[float, typer.Option(min=0.0, max=1.0, help="detector NMS IoU threshold")]
+DetSize = Annotated[str | None, typer.Option(
+    metavar="SIZE[,SIZE...]",
+    help="detector input size in pixels, a multiple of 32: the letterbox side for YOLOX "
+         "(default 416), the shorter image side for torchvision detectors (800). Several, "
+         "comma-separated, run the detector at each and merge the boxes: 416,832 also finds "
+         "small, distant people (YOLOX-Nano on coco_mini: person-box AP 0.33 -> 0.41) at about "
+         "5x the detector's time")]
+
+
+def parse_det_sizes(text: str | None) -> tuple[int, ...] | None:
+    """'416,832' -> (416, 832); None stays None (the detector's own size)."""
+    if text is None:
+        return None
+    try:
+        return check_sizes(int(v) for v in text.split(","))
+    except ValueError as exc:
+        raise MipnetError(f"--det-size: {exc}" if "size" in str(exc) else
+                          f"--det-size {text}: expected sizes such as 416 or 416,832") from None
 Instances = Annotated[int | None, typer.Option(
     min=1, help="instances (λ values) per box (default: all the model has)")]
 Flip = Annotated[bool, typer.Option("--flip/--no-flip", help="average with the mirrored crop")]

@@ -57,6 +57,7 @@ def predict(
     detector_weights: opt.DetectorWeights = None,
     det_thresh: opt.DetThresh = None,
     det_nms: opt.DetNms = 0.5,
+    det_size: opt.DetSize = None,
     boxes: Path | None = typer.Option(
         None, help="COCO detection results [{image_id, category_id, bbox, score}] to use as "
                    "person boxes (images matched by --gt, else by numeric file names)"),
@@ -115,8 +116,8 @@ def predict(
                            rescore=rescore)
     annotator = Annotator.from_options(
         weights, detector=detector, detector_weights=detector_weights, det_thresh=det_thresh,
-        det_nms=det_nms, boxes=boxes, gt=gt, engine=engine, device=device,
-        images_per_batch=batch_size, scorer=scorer)
+        det_nms=det_nms, det_sizes=opt.parse_det_sizes(det_size), boxes=boxes, gt=gt,
+        engine=engine, device=device, images_per_batch=batch_size, scorer=scorer)
     opt.model_notices(weights, annotator.box_source, detector)
     matches = annotator.check_box_matches(files)
     if matches is not None:

@@ -118,14 +118,16 @@ def _score_results_file(ann: Path, results_path: Path, keypoints: str | None) ->
 
 
 def _detections(ann: Path, images: Path, detector: str | None, detector_weights: Path | None,
-                det_thresh: float, device: str | None, out: Path) -> tuple[dict, DetectorBoxes]:
+                det_thresh: float, det_sizes: tuple[int, ...] | None, device: str | None,
+                out: Path) -> tuple[dict, DetectorBoxes]:
     """Run a person detector (see `mipnet predict`) over the images of `ann`, write its COCO
     detection file to `out`; its person-box metrics, and the detector."""
     from ..annotate import detector_boxes
     from ..detector_train import box_metrics, detect_dataset
     from ..engine import pick_device
 
-    source = detector_boxes(detector, detector_weights, det_thresh, 0.5, pick_device(device))
+    source = detector_boxes(detector, detector_weights, det_thresh, 0.5, pick_device(device),
+                            det_sizes)
     data, dets = detect_dataset(source.detector, ann, images)
     write_json(out, dets)
     return box_metrics(data, dets), source
@@ -141,6 +143,7 @@ def evaluate(
     detector_weights: opt.DetectorWeights = None,
     det_thresh: float = typer.Option(0.05, min=0.0, max=1.0,
                                      help="minimum box score with --detector/--detect"),
+    det_size: opt.DetSize = None,
     detect: bool = typer.Option(False, "--detect", help="boxes from the default detector "
                                                         "(as `mipnet predict` picks it)"),
     results: Path | None = typer.Option(None, help="score this COCO keypoint results file "
@@ -181,6 +184,10 @@ def evaluate(
     runs_detector = detect or detector is not None or detector_weights is not None
     if boxes is not None and runs_detector:
         raise MipnetError("a box file and a detector are two box sources: give only one")
+    det_sizes = opt.parse_det_sizes(det_size)
+    if det_sizes is not None and not runs_detector:
+        raise MipnetError("--det-size sets the detector's input size: add --detect (or "
+                          "--detector)")
     est = load_estimator(
         weights, EngineOptions(flip_test=flip, instances=instances, instance_decay=instance_decay),
         device)
@@ -196,7 +203,7 @@ def evaluate(
         if runs_detector:
             boxes = Path(tmp) / "detections.json"
             report["boxes"], found_by = _detections(ann, images, detector, detector_weights,
-                                                    det_thresh, device, boxes)
+                                                    det_thresh, det_sizes, device, boxes)
             source = "detector"
             _metrics_table(f"{ann.name}: person boxes (score >= {det_thresh})",
                            {"detector": report["boxes"]})

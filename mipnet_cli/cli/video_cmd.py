@@ -51,6 +51,7 @@ def video(
     detector_weights: opt.DetectorWeights = None,
     det_thresh: opt.DetThresh = None,
     det_nms: opt.DetNms = 0.5,
+    det_size: opt.DetSize = None,
     boxes: Path | None = typer.Option(
         None, help="COCO detection results whose image_id is the frame number (index + 1)"),
     gt: Path | None = typer.Option(
@@ -92,6 +93,7 @@ def video(
     options.validate()
     check_outputs({"--out": out, "--json": json_out, "--coco": coco},
                   inputs=[source, *(p for p in (boxes, gt, detector_weights) if p is not None)])
+    det_sizes = opt.parse_det_sizes(det_size)
     if smooth and not track:
         say("note:", "yellow", "--smooth works on tracked people: tracking is on")
         options.track = True
@@ -100,7 +102,7 @@ def video(
     estimator = load_estimator(weights, engine, device, scorer=scorer)
     box_source = video_box_source(boxes=boxes, gt=gt, detector=detector,
                                   detector_weights=detector_weights, det_thresh=det_thresh,
-                                  det_nms=det_nms, device=device,
+                                  det_nms=det_nms, det_sizes=det_sizes, device=device,
                                   whole_image=estimator.model.whole_image)
     opt.model_notices(weights, box_source, detector)
 
