@@ -7,7 +7,10 @@ imposes that centre (the mean of the other person's labelled joints, in heatmap 
 converted networks' maps and counts, over the overlapping people (box IoU > 0.3 with another,
 as `real_mipnet.py` counts them), how often the pose matches an overlapping person (OKS > 0.5).
 For comparison: MoveNet's own decoding, and the box's own person decoded from its GT centre.
-No flip test (the imposed centre is in the unmirrored crop).
+From the other person's GT centre, two other decodings test whether a different rule lifts the
+ceiling: the regressed joints alone (no heatmap peak), and the heatmap peak weighted by the
+squared distance to the regressed joint (a weaker pull to other people's joints than MoveNet's
+1 / (distance + 1.8)). No flip test (the imposed centre is in the unmirrored crop).
 
 Usage (from the repository root):
     python benchmarks/secondary_ceiling.py [--json benchmarks/secondary_ceiling.json]
@@ -35,7 +38,7 @@ from mipnet_cli.geometry import affine_matrices, affine_transform_points  # noqa
 from mipnet_cli.hardware import cpu_model  # noqa: E402
 from mipnet_cli.images import read_image  # noqa: E402
 from mipnet_cli.io import write_json  # noqa: E402
-from mipnet_cli.models.movenet import decode_movenet  # noqa: E402
+from mipnet_cli.models.movenet import CENTER_BIAS, decode_movenet  # noqa: E402
 from mipnet_cli.weights import get_entry  # noqa: E402
 
 MODELS = ("movenet-lightning-coco", "movenet-thunder-coco")
@@ -49,6 +52,32 @@ def centre_cell(person: np.ndarray, to_crop: np.ndarray, cell: float, cells: int
     return torch.tensor(rc[None], dtype=torch.long)
 
 
+def decode_variant(maps: dict[str, torch.Tensor], size: int, centre: torch.Tensor,
+                   rule: str) -> torch.Tensor:
+    """(1, 17, 3) joints decoded from an imposed centre cell by `rule`: "regression" (the
+    regressed positions) or "squared snap" (heatmap / (distance² + 1.8), then the offsets)."""
+    heat = maps["kpt_heatmap"].float()
+    _, k, h, w = heat.shape
+    cy, cx = centre[0]
+    reg = maps["kpt_regress"].float()[0, :, cy, cx].view(k, 2)
+    ry, rx = cy + reg[:, 0], cx + reg[:, 1]
+    if rule == "regression":
+        xy = torch.stack([rx, ry], -1)
+        score = torch.ones(k, 1)
+    else:
+        ys, xs = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+        dist2 = (ys - ry.view(k, 1, 1)) ** 2 + (xs - rx.view(k, 1, 1)) ** 2
+        idx = (heat[0] / (dist2 + CENTER_BIAS)).flatten(1).argmax(1)
+        jy, jx = idx // w, idx % w
+        joints = torch.arange(k)
+        off = maps["kpt_offset"].float()[0].view(k, 2, h, w)[joints, :, jy, jx]
+        xy = torch.stack([jx + off[:, 1], jy + off[:, 0]], -1)
+        score = heat[0, joints, jy, jx].view(k, 1)
+    # Cell units to input pixels, counted from the first pixel's centre (as decode_movenet).
+    xy = xy * torch.tensor([size / w, size / h]) - 0.5
+    return torch.cat([xy, score], -1)[None]
+
+
 def ceiling(entry: str, ann: Path, images: Path) -> dict:
     """Hit rates of one converted network on the overlapping people of one set."""
     est = PoseEstimator.from_checkpoint(get_entry(entry).local_path(),
@@ -56,7 +85,9 @@ def ceiling(entry: str, ann: Path, images: Path) -> dict:
     model, size = est.model, est.input_size[0]
     counts = dict.fromkeys(("decoded on its own person", "decoded on another person",
                             "own GT centre on its own person",
-                            "other's GT centre on another person"), 0)
+                            "other's GT centre on another person",
+                            "other's GT centre, regressed joints only",
+                            "other's GT centre, squared-distance snap"), 0)
     cases = 0
     for name, anns, overlapping in overlap_cases(ann):
         image = read_image(images / name)
@@ -79,9 +110,15 @@ def ceiling(entry: str, ann: Path, images: Path) -> dict:
                           (centre_cell(gts[i], to_crop, size / cells, cells), [i]),
                       "other's GT centre on another person":
                           (centre_cell(gts[nearest], to_crop, size / cells, cells), others)}
+            other_centre = trials["other's GT centre on another person"][0]
+            variants = {"other's GT centre, regressed joints only": "regression",
+                        "other's GT centre, squared-distance snap": "squared snap"}
+            trials.update({key: (other_centre, others) for key in variants})
             cases += 1
             for key, (centre, targets) in trials.items():
-                pose = decode_movenet(maps, size, centre)[0].numpy().astype(np.float64)
+                decoded = (decode_variant(maps, size, centre, variants[key]) if key in variants
+                           else decode_movenet(maps, size, centre))
+                pose = decoded[0].numpy().astype(np.float64)
                 pose[:, :2] = affine_transform_points(pose[:, :2], to_image)
                 counts[key] += max(oks(pose, gts[j], anns[j]["area"]) for j in targets) > 0.5
     return {"cases": cases, **{k: round(v / max(cases, 1), 4) for k, v in counts.items()}}
