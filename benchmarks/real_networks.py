@@ -72,9 +72,10 @@ def detector(name: str, score_thresh: float):
                          device="cpu")
 
 
-def pose_ap(weights: str, ann: Path, images: Path, boxes: Path | None, flip: bool) -> dict:
+def pose_ap(weights: str, ann: Path, images: Path, boxes: Path | None, flip: bool,
+            half: bool = False) -> dict:
     est = PoseEstimator.from_checkpoint(get_entry(weights).local_path(),
-                                        EngineOptions(flip_test=flip), "cpu")
+                                        EngineOptions(flip_test=flip, half=half), "cpu")
     h, w = est.input_size
     dataset = KeypointDataset(ann, images, est.keypoint_set, image_size=(h, w),
                               heatmap_size=(h // 4, w // 4), num_instances=1, train=False,

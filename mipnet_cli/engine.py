@@ -16,6 +16,7 @@ import torch
 
 from .errors import MipnetError
 from .geometry import box_to_center_scale, warp_crops
+from .hardware import autocast_dtype
 from .keypoints import KeypointSet, get_keypoint_set
 from .merge import box_areas, merge_instances
 from .models import PoseNet, instance_lambdas
@@ -47,7 +48,7 @@ class EngineOptions:
     oks_thresh: float = 0.9  # OKS-NMS threshold
     box_padding: float = 1.25
     batch_size: int = 64  # crops per network call
-    half: bool = False  # fp16 on CUDA
+    half: bool = False  # fp16 on CUDA, bf16 autocast on CPUs that compute it natively
     # NHWC activations (faster depthwise convolutions in oneDNN); default: on the CPU
     channels_last: bool | None = None
     # How a pose's keypoints weigh in its score: "keypoints" (mean confident keypoint score,
@@ -112,6 +113,11 @@ class PoseEstimator:
                              f"keypoint set {self.keypoint_set.name} has "
                              f"{self.keypoint_set.num_joints}")
         self.half = self.options.half and self.device.type == "cuda"
+        # On a CPU, --half is bf16 autocast (weights stay fp32; decoding casts back to fp32).
+        self.bf16 = self.options.half and self.device.type == "cpu"
+        if self.bf16 and autocast_dtype(self.device) is not torch.bfloat16:
+            raise ValueError("half precision on this CPU: it has no native bf16 (AVX512-BF16 "
+                             "or AMX), so it would be slower than fp32; leave out --half")
         self.model = model.eval().to(self.device)
         if self.half:
             self.model.half()
@@ -191,10 +197,13 @@ class PoseEstimator:
         parts = []
         for start in range(0, max(len(x), 1), step):
             chunk = x[start:start + step]
-            out = self.model.forward_multi(chunk, lams)
+            with torch.autocast("cpu", torch.bfloat16, enabled=self.bf16):
+                out = self.model.forward_multi(chunk, lams)
+                if self.options.flip_test:
+                    flipped = self.model.forward_multi(chunk.flip(-1), lams)
             if self.options.flip_test:
-                flipped = self.model.forward_multi(chunk.flip(-1), lams)
-                out = self.model.flip_merge(out, flipped, self.keypoint_set.flip_pairs)
+                out = self.model.flip_merge(out.float(), flipped.float(),
+                                            self.keypoint_set.flip_pairs)
             parts.append(out.float())
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 

@@ -1,10 +1,13 @@
-"""What machine this is, for benchmark reports and training provenance."""
+"""What machine this is (for benchmark reports and training provenance) and which reduced
+precision it computes natively."""
 
 from __future__ import annotations
 
 import contextlib
 import platform
 from pathlib import Path
+
+import torch
 
 
 def cpu_model() -> str:
@@ -14,3 +17,14 @@ def cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The reduced precision for mixed-precision training and `--half` inference on `device`:
+    fp16 on CUDA, bf16 on CPUs that compute it natively (AVX512-BF16, AMX), None elsewhere."""
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "cpu" and torch.backends.mkldnn.is_available() and \
+            torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.bfloat16
+    return None

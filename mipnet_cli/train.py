@@ -23,7 +23,7 @@ from .checkpoints import load_checkpoint, read_foreign_state_dict, read_meta, sa
 from .data import AugmentConfig, KeypointDataset
 from .engine import EngineOptions, PoseEstimator, pick_device
 from .errors import MipnetError
-from .hardware import cpu_model
+from .hardware import autocast_dtype, cpu_model
 from .io import atomic_path
 from .models import MIMB, PoseNet, build_model, instance_lambdas
 from .validation import evaluate_predictions, predict_dataset
@@ -206,17 +206,6 @@ def hardware_summary(device: torch.device, amp_dtype: torch.dtype | None) -> str
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}), {precision}"
     threads = torch.get_num_threads()
     return f"CPU {cpu_model()}, {threads} thread{'' if threads == 1 else 's'}, {precision}"
-
-
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The mixed-precision type for training on `device`: fp16 on CUDA (with loss scaling),
-    bf16 on CPUs that compute it natively (AVX512-BF16, AMX), None (fp32) elsewhere."""
-    if device.type == "cuda":
-        return torch.float16
-    if device.type == "cpu" and torch.backends.mkldnn.is_available() and \
-            torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return torch.bfloat16
-    return None
 
 
 class EpochTrainer:

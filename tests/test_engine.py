@@ -79,3 +79,35 @@ def test_predict_groups_poses_by_image_and_records_their_source():
             assert pose.box_id in ids and pose.instance in (0, 1)
             assert pose.keypoints.shape == (17, 3)
     assert est.predict(images[:1], [[]]) == [[]]
+
+
+def test_half_on_a_cpu_is_refused_without_native_bf16(monkeypatch) -> None:
+    from mipnet_cli import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "autocast_dtype", lambda device: None)
+    with pytest.raises(ValueError, match="no native bf16"):
+        PoseEstimator(build_model("hrnet_w8_tiny"), "coco", EngineOptions(half=True), "cpu")
+
+
+def test_half_on_a_cpu_runs_the_network_in_bf16(realdata_dir) -> None:
+    """--half on a CPU with native bf16: autocast around the network; the real Lightning's
+    keypoints on a real photo stay within a pixel or two of fp32."""
+    from mipnet_cli.hardware import autocast_dtype
+    from mipnet_cli.images import read_image
+    from mipnet_cli.weights import get_entry
+
+    if autocast_dtype(torch.device("cpu")) is not torch.bfloat16:
+        pytest.skip("this CPU has no native bf16 (AVX512-BF16 or AMX)")
+    path = get_entry("movenet-lightning-coco").local_path()
+    image = read_image(realdata_dir / "mmpose_tests/coco/000000000785.jpg")
+    box = [Box(np.array([280.8, 44.7, 499.5, 391.4]), 0.9)]  # its annotated skier
+    seen = []
+    full = PoseEstimator.from_checkpoint(path, EngineOptions(), "cpu")
+    half = PoseEstimator.from_checkpoint(path, EngineOptions(half=True), "cpu")
+    half.model.heads["kpt_heatmap"].register_forward_hook(
+        lambda module, args, out: seen.append(out.dtype))
+    a, b = full.predict([image], [box])[0][0], half.predict([image], [box])[0][0]
+    assert seen and set(seen) == {torch.bfloat16}  # the network really ran in bf16
+    sure = (a.keypoints[:, 2] > 0.3) & (b.keypoints[:, 2] > 0.3)
+    assert sure.sum() >= 12
+    assert np.median(np.abs(a.keypoints[sure, :2] - b.keypoints[sure, :2])) < 2.0

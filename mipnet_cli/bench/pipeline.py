@@ -51,7 +51,7 @@ class PipelineSettings:
     boxes: str = "auto"  # "gt", "detector" or "auto" (detector when it has trained weights)
     detector_autocast: bool = True  # run the detector under fp16 autocast on CUDA
     flip: bool = True
-    half: bool = False  # fp16 pose network on CUDA
+    half: bool = False  # half-precision pose network (fp16 on CUDA, bf16 on a CPU)
     batch_size: int = 64  # crops per network call
     batch_frames: int = 4  # frames per network batch (as `mipnet video`)
     repeats: int = 1

@@ -195,7 +195,7 @@ def pipeline_table(p: dict[str, Any]) -> Table:
     table = Table(title=f"Video pipeline: {v['frames']} frames {v['size'][0]}×{v['size'][1]}, "
                         f"{v['boxes_per_frame']:.1f} boxes/frame from {b['boxes']}, {detector}; "
                         f"pose {s['arch']} N=2{' flip' if s['flip'] else ''}"
-                        f"{' fp16' if s['half'] else ''}")
+                        f"{' half precision' if s['half'] else ''}")
     table.add_column("stage")
     table.add_column("worker")
     table.add_column("ms/frame alone", justify="right")

@@ -64,7 +64,8 @@ def bench(
                      "if cached, else random init)"),
     pipeline_flip: bool = typer.Option(True, "--pipeline-flip/--no-pipeline-flip",
                                        help="flip test in the video pipeline"),
-    half: bool = typer.Option(False, help="fp16 pose network in the pipeline (CUDA)"),
+    half: bool = typer.Option(False, help="half-precision pose network in the pipeline (fp16 "
+                                          "on CUDA, bf16 on CPUs with native bf16)"),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ..."),
     threads: int | None = typer.Option(
         None, min=1, help="torch CPU threads (default: torch's; 1 gives stable ratios on a "
