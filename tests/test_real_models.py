@@ -106,6 +106,10 @@ def test_eval_scores_a_results_file_and_runs_the_detector(realdata_dir: Path,
     assert "yolox-nano-coco" in captured.err
     assert data["boxes"]["AP50"] > 0.9  # YOLOX-Nano finds the 12 people of these 4 photos
     assert data["metrics"]["merged"]["AP"] > 0.3  # a real pose network on real people
+    # Every figure is printed whole (capsys is not a terminal: an 80-column console).
+    for metric in ("AP", "AR"):
+        assert f"{data['metrics']['merged'][metric]:.3f}" in captured.out
+    assert "…" not in captured.out
     bad = tmp_path / "bad.json"
     bad.write_text('{"not": "a list"}')
     assert run_app(["eval", str(ann), "--results", str(bad)]) == 2

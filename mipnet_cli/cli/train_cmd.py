@@ -261,13 +261,15 @@ def _plain(metrics: dict[str, dict]) -> dict[str, dict]:
 
 
 def _metrics_table(title: str, metrics: dict[str, dict]) -> None:
+    """One row per metric, one column per variant (merged, each λ, ...): every figure stays
+    whole in an 80-column terminal or a log file."""
     names = [k for k in next(iter(metrics.values())) if k != "log"]
     table = Table(title=title)
-    table.add_column("")
+    table.add_column("metric")
+    for key in metrics:
+        table.add_column(key, justify="right", no_wrap=True)
     for n in names:
-        table.add_column(n, justify="right")
-    for key, m in metrics.items():
-        table.add_row(key, *(f"{m[n]:.3f}" for n in names))
+        table.add_row(n, *(f"{m[n]:.3f}" for m in metrics.values()))
     console.print(table)
 
 
