@@ -18,9 +18,13 @@ def _params_millions(name: str, instances: int) -> float:
 @app.command(rich_help_panel=MODELS)
 def models() -> None:
     """List the pose architectures (with parameter counts) and the known checkpoints."""
-    table = Table(title="Architectures (`--arch` in `mipnet train`)")
-    for col in ("name", "input h×w", "params N=1", "params MIPNet N=2", "overhead", "notes"):
-        table.add_column(col, justify="right" if col.startswith(("params", "over")) else "left")
+    table = Table(title="Architectures (`--arch` in `mipnet train`): parameters of the plain "
+                        "network, of MIPNet with N=2 and the MIMBs' share")
+    # Names and figures stay whole (a name is what `--arch` takes); the notes fold.
+    for col in ("name", "input", "params", "N=2", "+MIMB"):
+        table.add_column(col, justify="left" if col in ("name", "input") else "right",
+                         no_wrap=True)
+    table.add_column("notes", overflow="fold")
     for name, (config, notes) in ARCHITECTURES.items():
         single, multi = _params_millions(name, 1), _params_millions(name, 2)
         h, w = config.image_size
@@ -32,7 +36,7 @@ def models() -> None:
     zoo = Table(title="Checkpoints (`mipnet weights list` for details)")
     zoo.add_column("name", no_wrap=True)
     for col in ("kind", "arch", "N", "input", "status"):
-        zoo.add_column(col)
+        zoo.add_column(col, overflow="fold")
     for e in load_zoo().values():
         pose = e.kind == "pose"
         zoo.add_row(e.name, e.kind, e.arch or e.builder or "-", str(e.instances) if pose else "-",
