@@ -176,7 +176,9 @@ def test_teacher_loss_moves_only_the_secondary_centre() -> None:
     teacher = PoseEstimator.from_checkpoint(LIGHTNING, EngineOptions(flip_test=False),
                                             "cpu").model
     student = build_model("movenet_lightning", num_instances=2)
-    x = torch.rand(1, 3, 192, 192) * 255
+    # A fixed noise crop: the teacher's map on it is uneven, and the peak of the pull may land
+    # a few cells from the target on some draws (seen in CI after other tests used the RNG).
+    x = torch.rand(1, 3, 192, 192, generator=torch.Generator().manual_seed(0)) * 255
     with torch.no_grad():
         t = teacher.train_outputs(x, torch.eye(2)[:1])
     joints = torch.tensor([[[96.0, 96.0]] * 17, [[150.0, 160.0]] * 17])[None]  # B0, the other
