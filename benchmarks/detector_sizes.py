@@ -18,6 +18,7 @@ Writes benchmarks/detector_sizes.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import tempfile
 import time
@@ -55,12 +56,8 @@ def label(sizes: tuple[int, ...]) -> str:
 
 def frames(count: int) -> list:
     with av.open(str(VIDEO)) as container:
-        out = []
-        for frame in container.decode(video=0):
-            out.append(frame.to_ndarray(format="rgb24"))
-            if len(out) == count:
-                return out
-    return out
+        return [f.to_ndarray(format="rgb24")
+                for f in itertools.islice(container.decode(video=0), count)]
 
 
 def main() -> None:

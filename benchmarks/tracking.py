@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from mipnet_cli.io import write_json  # noqa: E402
 from mipnet_cli.keypoints import COCO17  # noqa: E402
 from mipnet_cli.results import Pose  # noqa: E402
-from mipnet_cli.tracking import PoseTracker, _pose_box  # noqa: E402
+from mipnet_cli.tracking import PoseTracker, pose_box  # noqa: E402
 from mipnet_cli.video import read_frame_records  # noqa: E402
 
 SETTINGS = ((0.3, 5), (0.3, 10), (0.2, 5), (0.2, 10), (0.15, 10))  # (min_similarity, max_age)
@@ -41,7 +41,7 @@ def statistics(frames: list[list[Pose]], kpt_thresh: float = 0.3) -> dict[str, i
     for poses in frames:
         for pose in poses:
             life[pose.track_id] += 1
-            box = _pose_box(pose, kpt_thresh)
+            box = pose_box(pose, kpt_thresh)
             if box is None:
                 continue
             centre, height = (box[:2] + box[2:]) / 2, max(float(box[3] - box[1]), 1.0)

@@ -156,14 +156,14 @@ def box_source(*, boxes: str | os.PathLike | None = None, gt: str | os.PathLike 
         return WholeImage()
     if boxes is not None and (detector is not None or detector_weights is not None):
         raise MipnetError("a box file and a detector are two box sources: give only one")
-    if det_sizes is not None and (boxes is not None or (
-            gt is not None and detector is None and detector_weights is None)):
+    gt_boxes = gt is not None and detector is None and detector_weights is None
+    if det_sizes is not None and (boxes is not None or gt_boxes):
         raise MipnetError("--det-size sets the detector's input size, and the boxes come from "
                           f"{'--boxes' if boxes is not None else '--gt'}: leave it out")
     if boxes is not None:
         return TableBoxes(load_box_file(boxes, score_thresh=det_thresh or 0.0), "file",
                           str(boxes))
-    if gt is not None and detector is None and detector_weights is None:
+    if gt_boxes:
         return TableBoxes(load_gt_boxes(gt), "gt", str(gt))
     return detector_boxes(detector, detector_weights, 0.5 if det_thresh is None else det_thresh,
                           det_nms, pick_device(device), det_sizes)

@@ -198,13 +198,12 @@ class PoseEstimator:
         for start in range(0, max(len(x), 1), step):
             chunk = x[start:start + step]
             with torch.autocast("cpu", torch.bfloat16, enabled=self.bf16):
-                out = self.model.forward_multi(chunk, lams)
-                if self.options.flip_test:
-                    flipped = self.model.forward_multi(chunk.flip(-1), lams)
-            if self.options.flip_test:
-                out = self.model.flip_merge(out.float(), flipped.float(),
-                                            self.keypoint_set.flip_pairs)
-            parts.append(out.float())
+                out = self.model.forward_multi(chunk, lams).float()
+                flipped = (self.model.forward_multi(chunk.flip(-1), lams).float()
+                           if self.options.flip_test else None)
+            if flipped is not None:
+                out = self.model.flip_merge(out, flipped, self.keypoint_set.flip_pairs)
+            parts.append(out)
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
     @torch.no_grad()

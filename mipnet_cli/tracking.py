@@ -58,7 +58,7 @@ def _extent(keypoints: np.ndarray, kpt_thresh: float) -> np.ndarray | None:
     return np.concatenate([xy.min(axis=0), xy.max(axis=0)])
 
 
-def _pose_box(pose: Pose, kpt_thresh: float) -> np.ndarray | None:
+def pose_box(pose: Pose, kpt_thresh: float) -> np.ndarray | None:
     """Where a pose is, xyxy: the person box it was found in for a box's own person (instance
     0; a detector box moves smoothly from frame to frame), else the extent of its joints above
     `kpt_thresh` (a secondary instance shares its box with another person), else the box (no
@@ -89,7 +89,7 @@ def _area(box: np.ndarray) -> float:
 class _Track:
     id: int
     keypoints: np.ndarray  # (K, 3) as last seen (before smoothing)
-    box: np.ndarray  # where it was last seen (`_pose_box`), xyxy
+    box: np.ndarray  # where it was last seen (`pose_box`), xyxy
     last_seen: int
     smoother: OneEuroFilter | None = field(default=None, repr=False)
 
@@ -99,7 +99,7 @@ class PoseTracker:
 
     A pose is matched to a track by similarity `(OKS + IoU) / 2` between the pose and the track's
     last pose (OKS with the area of the track's box and the COCO sigmas, over the joints above
-    `kpt_thresh`; IoU of the boxes, see `_pose_box`: the person box of a box's own person, the
+    `kpt_thresh`; IoU of the boxes, see `pose_box`: the person box of a box's own person, the
     joints' extent of a secondary instance). Pairs are taken greedily, most
     similar first, when at least `min_similarity`; tracks unseen for more than `max_age` updates
     are forgotten; unmatched poses start new tracks (ids 1, 2, ...). With `smooth`, each track's
@@ -128,7 +128,7 @@ class PoseTracker:
         smoothing, replace their keypoints by the filtered ones."""
         self.frame += 1
         self.tracks = [k for k in self.tracks if self.frame - k.last_seen <= self.max_age]
-        boxes = [_pose_box(p, self.kpt_thresh) for p in poses]
+        boxes = [pose_box(p, self.kpt_thresh) for p in poses]
         pairs = []
         for i, (pose, box) in enumerate(zip(poses, boxes, strict=True)):
             if box is None:

@@ -108,11 +108,11 @@ class YoloxPersonDetector(DetectorBase):
         model, _ = load_yolox(path)
         return cls(model, name=builder_for(model.config), **kwargs)
 
-    def letterbox(self, images: Sequence[np.ndarray], size: tuple[int, int] | None = None
+    def letterbox(self, images: Sequence[np.ndarray], size: tuple[int, int]
                   ) -> tuple[torch.Tensor, np.ndarray]:
-        """(B, 3, H, W) BGR 0-255 network input of (H, W) `size` (default: the network's) and
-        each image's resize ratio."""
-        h, w = size or self.input_size
+        """(B, 3, H, W) BGR 0-255 network input of (H, W) `size` and each image's resize
+        ratio."""
+        h, w = size
         batch = torch.full((len(images), 3, h, w), PAD_VALUE, device=self.device)
         ratios = np.zeros(len(images))
         for i, img in enumerate(images):

@@ -54,10 +54,13 @@ def parse_det_sizes(text: str | None) -> tuple[int, ...] | None:
     if text is None:
         return None
     try:
-        return check_sizes(int(v) for v in text.split(","))
+        sizes = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise MipnetError(f"--det-size {text}: expected sizes such as 416 or 416,832") from None
+    try:
+        return check_sizes(sizes)
     except ValueError as exc:
-        raise MipnetError(f"--det-size: {exc}" if "size" in str(exc) else
-                          f"--det-size {text}: expected sizes such as 416 or 416,832") from None
+        raise MipnetError(f"--det-size: {exc}") from None
 Instances = Annotated[int | None, typer.Option(
     min=1, help="instances (λ values) per box (default: all the model has)")]
 Flip = Annotated[bool, typer.Option("--flip/--no-flip", help="average with the mirrored crop")]
