@@ -33,10 +33,10 @@ from mipnet_cli.bench.timing import (  # noqa: E402
     run_interleaved,
     torch_threads,
 )
-from mipnet_cli.engine import EngineOptions, PoseEstimator  # noqa: E402
-from mipnet_cli.hardware import autocast_dtype, cpu_model  # noqa: E402
-from mipnet_cli.io import write_json  # noqa: E402
-from mipnet_cli.weights import get_entry  # noqa: E402
+from mipnet_cli.checkpoints.zoo import get_entry  # noqa: E402
+from mipnet_cli.core.files import write_json  # noqa: E402
+from mipnet_cli.core.hardware import autocast_dtype, cpu_model  # noqa: E402
+from mipnet_cli.pose.engine import EngineOptions, PoseEstimator  # noqa: E402
 
 MODELS = ("movenet-thunder-coco", "movenet-lightning-coco")
 CROPS = 8

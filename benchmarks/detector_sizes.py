@@ -33,11 +33,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from real_networks import REAL, SETS, crowdpose_as_coco17, pose_ap  # noqa: E402
 
 from mipnet_cli.bench.timing import Clock, _median, _paired_ratio, run_interleaved  # noqa: E402
-from mipnet_cli.detector import open_detector  # noqa: E402
-from mipnet_cli.detector_train import box_metrics, detect_dataset  # noqa: E402
-from mipnet_cli.hardware import cpu_model  # noqa: E402
-from mipnet_cli.io import write_json  # noqa: E402
-from mipnet_cli.weights import get_entry  # noqa: E402
+from mipnet_cli.checkpoints.zoo import get_entry  # noqa: E402
+from mipnet_cli.core.files import write_json  # noqa: E402
+from mipnet_cli.core.hardware import cpu_model  # noqa: E402
+from mipnet_cli.detect.registry import open_detector  # noqa: E402
+from mipnet_cli.train.detector import box_metrics, detect_dataset  # noqa: E402
 
 SETTINGS = ((416,), (640,), (832,), (416, 832))
 BOX_KEYS = ("AP", "AP50", "APm", "APl", "AR100", "recall50")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from mipnet_cli.bench import (
+from mipnet_cli.bench import (  # noqa: E402
     PipelineSettings,
     default_detector,
     machine_info,
@@ -31,7 +31,7 @@ from mipnet_cli.bench import (
     pipeline_memory,
     write_reports,
 )
-from mipnet_cli.engine import pick_device
+from mipnet_cli.core.hardware import pick_device  # noqa: E402
 
 GROWTH_MAX = 1.10  # the long run's peak may exceed the short one's by this factor at most
 

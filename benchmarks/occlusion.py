@@ -37,17 +37,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mipnet_cli.checkpoints.zoo import get_entry  # noqa: E402
+from mipnet_cli.core.files import atomic_path, write_json  # noqa: E402
 from mipnet_cli.data import KeypointDataset  # noqa: E402
-from mipnet_cli.detector import open_detector  # noqa: E402
-from mipnet_cli.detector_train import detect_dataset  # noqa: E402
-from mipnet_cli.engine import EngineOptions, PoseEstimator  # noqa: E402
-from mipnet_cli.io import atomic_path, write_json  # noqa: E402
-from mipnet_cli.validation import (  # noqa: E402
-    confidence_sweep,
-    evaluate_predictions,
-    predict_dataset,
-)
-from mipnet_cli.weights import get_entry  # noqa: E402
+from mipnet_cli.detect.registry import open_detector  # noqa: E402
+from mipnet_cli.evaluate.predictions import confidence_sweep, evaluate_predictions, predict_dataset  # noqa: E402
+from mipnet_cli.pose.engine import EngineOptions, PoseEstimator  # noqa: E402
+from mipnet_cli.train.detector import detect_dataset  # noqa: E402
 
 DATA = ROOT / "data" / "synth"
 METRICS = ("AP", "AP50", "AP75", "AR")

@@ -8,8 +8,8 @@ quality branch, with centerness and with PSM, and tests each with and without it
 score. Metrics on the held-out composites (people never seen in training).
 
 Usage (from the repository root; runs resume, finished ones are skipped):
-    python benchmarks/single_stage.py [--epochs 6] [--out runs/pfs_ablation]
-Writes benchmarks/single_stage.json.
+    python benchmarks/pfs.py [--epochs 6] [--out runs/pfs_ablation]
+Writes benchmarks/pfs.json.
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from mipnet_cli.checkpoints import load_checkpoint  # noqa: E402
-from mipnet_cli.engine import EngineOptions, PoseEstimator  # noqa: E402
-from mipnet_cli.hardware import cpu_model  # noqa: E402
-from mipnet_cli.io import write_json  # noqa: E402
-from mipnet_cli.keypoints import COCO17  # noqa: E402
-from mipnet_cli.regression_loss import oks_matrix  # noqa: E402
-from mipnet_cli.regression_train import RegressionTrainConfig, RegressionTrainer  # noqa: E402
-from mipnet_cli.validation import predict_scenes, score_results  # noqa: E402
+from mipnet_cli.checkpoints.format import load_checkpoint  # noqa: E402
+from mipnet_cli.core.files import write_json  # noqa: E402
+from mipnet_cli.core.hardware import cpu_model  # noqa: E402
+from mipnet_cli.core.keypoints import COCO17  # noqa: E402
+from mipnet_cli.evaluate.predictions import predict_scenes, score_results  # noqa: E402
+from mipnet_cli.models.pfs_loss import oks_matrix  # noqa: E402
+from mipnet_cli.pose.engine import EngineOptions, PoseEstimator  # noqa: E402
+from mipnet_cli.train.pfs import PfsTrainConfig, PfsTrainer  # noqa: E402
 
 CONFIG = ROOT / "configs" / "pfs_nano.toml"
 KEYS = ("AP", "AP50", "AP75", "APM", "APL")
@@ -49,9 +49,9 @@ VARIANTS = {  # name: settings overrides
 
 def train(name: str, overrides: list[str], out: Path, epochs: int) -> Path:
     folder = out / name.replace("+", "p_")
-    config = RegressionTrainConfig.load(CONFIG, [*overrides, f"epochs={epochs}",
+    config = PfsTrainConfig.load(CONFIG, [*overrides, f"epochs={epochs}",
                                                  f'out_dir="{folder}"'])
-    trainer = RegressionTrainer(config)
+    trainer = PfsTrainer(config)
     if trainer.state_path.is_file():
         trainer.resume()
     if trainer.epoch < epochs:
@@ -87,7 +87,7 @@ def evaluate(weights: Path, use_quality: bool) -> dict:
     model, meta = load_checkpoint(weights)
     model.use_quality = use_quality
     est = PoseEstimator(model, meta.keypoints, EngineOptions(flip_test=True), "cpu")
-    config = RegressionTrainConfig.load(CONFIG)
+    config = PfsTrainConfig.load(CONFIG)
     results = predict_scenes(est, config.val_ann, config.val_images)
     metrics = score_results(config.val_ann, results, est.keypoint_set)
     oks = best_oks(config.val_ann, results)
@@ -100,7 +100,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "pfs_ablation")
-    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "single_stage.json")
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "pfs.json")
     args = parser.parse_args()
     rows = {}
     for name, overrides in VARIANTS.items():

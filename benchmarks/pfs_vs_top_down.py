@@ -9,8 +9,8 @@
   process, with their ratio.
 
 Usage (from the repository root):
-    python benchmarks/single_stage_vs_top_down.py [--weights WEIGHTS.safetensors]
-Writes benchmarks/single_stage_vs_top_down.json.
+    python benchmarks/pfs_vs_top_down.py [--weights WEIGHTS.safetensors]
+Writes benchmarks/pfs_vs_top_down.json.
 """
 
 from __future__ import annotations
@@ -28,15 +28,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mipnet_cli.annotate import TableBoxes  # noqa: E402
-from mipnet_cli.detector import load_gt_boxes, open_detector  # noqa: E402
-from mipnet_cli.engine import EngineOptions, PoseEstimator, whole_image_boxes  # noqa: E402
-from mipnet_cli.hardware import cpu_model  # noqa: E402
-from mipnet_cli.images import read_image  # noqa: E402
-from mipnet_cli.io import write_json  # noqa: E402
-from mipnet_cli.pose_scoring import PoseScorer  # noqa: E402
-from mipnet_cli.validation import score_results  # noqa: E402
-from mipnet_cli.weights import get_entry  # noqa: E402
+from mipnet_cli.checkpoints.zoo import get_entry  # noqa: E402
+from mipnet_cli.core.files import write_json  # noqa: E402
+from mipnet_cli.core.hardware import cpu_model  # noqa: E402
+from mipnet_cli.core.results import whole_image_boxes  # noqa: E402
+from mipnet_cli.detect.boxes import load_gt_boxes  # noqa: E402
+from mipnet_cli.detect.registry import open_detector  # noqa: E402
+from mipnet_cli.detect.sources import TableBoxes  # noqa: E402
+from mipnet_cli.evaluate.predictions import score_results  # noqa: E402
+from mipnet_cli.media.images import read_image  # noqa: E402
+from mipnet_cli.pose.engine import EngineOptions, PoseEstimator  # noqa: E402
+from mipnet_cli.pose.psm import PsmScorer  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "realdata"
 COMPOSITES = ROOT / "data" / "real_composites" / "val"
@@ -102,7 +104,7 @@ def main() -> None:
     parser.add_argument("--timing-images", type=int, default=10,
                         help="images per people count in the timing table (0: no timing)")
     parser.add_argument("--json", type=Path,
-                        default=ROOT / "benchmarks" / "single_stage_vs_top_down.json")
+                        default=ROOT / "benchmarks" / "pfs_vs_top_down.json")
     args = parser.parse_args()
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     opts = EngineOptions(flip_test=True)
@@ -111,8 +113,8 @@ def main() -> None:
     top = PoseEstimator.from_checkpoint(top_path, opts, "cpu")
     rescored = PoseEstimator.from_checkpoint(
         top_path, EngineOptions(flip_test=True, rescore="psm"), "cpu",
-        scorer_path=args.weights)
-    assert isinstance(rescored.scorer, PoseScorer)
+        scorer=PsmScorer.from_checkpoint(args.weights, "cpu"))
+    assert isinstance(rescored.scorer, PsmScorer)
     detector = open_detector("yolox_nano", get_entry("yolox-nano-coco").local_path(),
                              score_thresh=0.3, device="cpu")
 

@@ -34,16 +34,16 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from occlusion import dropout_boxes, iou  # noqa: E402
 
+from mipnet_cli.checkpoints.zoo import get_entry  # noqa: E402
+from mipnet_cli.core.files import write_json  # noqa: E402
+from mipnet_cli.core.hardware import cpu_model  # noqa: E402
+from mipnet_cli.core.keypoints import COCO17  # noqa: E402
 from mipnet_cli.data import KeypointDataset  # noqa: E402
-from mipnet_cli.detector import open_detector  # noqa: E402
-from mipnet_cli.detector_train import detect_dataset  # noqa: E402
-from mipnet_cli.engine import EngineOptions, PoseEstimator  # noqa: E402
-from mipnet_cli.hardware import cpu_model  # noqa: E402
-from mipnet_cli.images import read_image  # noqa: E402
-from mipnet_cli.io import write_json  # noqa: E402
-from mipnet_cli.keypoints import COCO17  # noqa: E402
-from mipnet_cli.validation import evaluate_predictions, predict_dataset  # noqa: E402
-from mipnet_cli.weights import get_entry  # noqa: E402
+from mipnet_cli.detect.registry import open_detector  # noqa: E402
+from mipnet_cli.evaluate.predictions import evaluate_predictions, predict_dataset  # noqa: E402
+from mipnet_cli.media.images import read_image  # noqa: E402
+from mipnet_cli.pose.engine import EngineOptions, PoseEstimator  # noqa: E402
+from mipnet_cli.train.detector import detect_dataset  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "realdata"
 COMPOSITES = ROOT / "data" / "real_composites" / "val"
@@ -124,9 +124,9 @@ def secondary_hits(weights: Path, ann: Path, images: Path) -> dict:
 def save_neutral(path: Path) -> None:
     """The converted Lightning as an N=2 network whose MIMBs are neutral: both instances are
     the converted network (the starting point of the N=2 fine-tune)."""
-    from mipnet_cli.checkpoints import save_checkpoint
+    from mipnet_cli.checkpoints.format import save_checkpoint
     from mipnet_cli.models import build_model
-    from mipnet_cli.train import initialise
+    from mipnet_cli.train.heatmap import initialise
 
     model = build_model("movenet_lightning", num_instances=2)
     initialise(model, get_entry("movenet-lightning-coco").local_path())

@@ -25,15 +25,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mipnet_cli.checkpoints.zoo import get_entry  # noqa: E402
+from mipnet_cli.core.files import write_json  # noqa: E402
+from mipnet_cli.core.hardware import cpu_model  # noqa: E402
+from mipnet_cli.core.keypoints import COCO17  # noqa: E402
 from mipnet_cli.data import KeypointDataset  # noqa: E402
-from mipnet_cli.detector import open_detector  # noqa: E402
-from mipnet_cli.detector_train import box_metrics, detect_dataset  # noqa: E402
-from mipnet_cli.engine import EngineOptions, PoseEstimator  # noqa: E402
-from mipnet_cli.hardware import cpu_model  # noqa: E402
-from mipnet_cli.io import write_json  # noqa: E402
-from mipnet_cli.keypoints import COCO17  # noqa: E402
-from mipnet_cli.validation import evaluate_predictions, predict_dataset  # noqa: E402
-from mipnet_cli.weights import get_entry  # noqa: E402
+from mipnet_cli.detect.registry import open_detector  # noqa: E402
+from mipnet_cli.evaluate.predictions import evaluate_predictions, predict_dataset  # noqa: E402
+from mipnet_cli.pose.engine import EngineOptions, PoseEstimator  # noqa: E402
+from mipnet_cli.train.detector import box_metrics, detect_dataset  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "realdata"
 SETS = {  # name -> (annotation file, image folder)

@@ -33,16 +33,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mipnet_cli.annotate import DetectorBoxes  # noqa: E402
+from mipnet_cli.annotate.video import annotate_video  # noqa: E402
 from mipnet_cli.bench import Clock, run_interleaved, run_sequential  # noqa: E402
-from mipnet_cli.convert.movenet import movenet_from_tfjs  # noqa: E402
-from mipnet_cli.convert.yolox import yolox_from_onnx  # noqa: E402
-from mipnet_cli.engine import EngineOptions, PoseEstimator  # noqa: E402
-from mipnet_cli.hardware import cpu_model  # noqa: E402
-from mipnet_cli.io import write_json  # noqa: E402
-from mipnet_cli.video import VideoOptions, annotate_video  # noqa: E402
-from mipnet_cli.weights import get_entry  # noqa: E402
-from mipnet_cli.yolox_detector import YoloxPersonDetector  # noqa: E402
+from mipnet_cli.checkpoints.convert.movenet import movenet_from_tfjs  # noqa: E402
+from mipnet_cli.checkpoints.convert.yolox import yolox_from_onnx  # noqa: E402
+from mipnet_cli.checkpoints.zoo import get_entry  # noqa: E402
+from mipnet_cli.core.files import write_json  # noqa: E402
+from mipnet_cli.core.hardware import cpu_model  # noqa: E402
+from mipnet_cli.detect.sources import DetectorBoxes  # noqa: E402
+from mipnet_cli.detect.yolox import YoloxPersonDetector  # noqa: E402
+from mipnet_cli.media.video import VideoOptions  # noqa: E402
+from mipnet_cli.pose.engine import EngineOptions, PoseEstimator  # noqa: E402
 
 SRC = ROOT.parent / "shared" / "weights-src"
 VIDEO = ROOT.parent / "shared" / "realdata" / "video" / "vtest.avi"
@@ -117,7 +118,7 @@ def yolox_profile() -> dict:
 
     import onnxruntime as ort
 
-    from mipnet_cli.convert.onnx_file import read_onnx
+    from mipnet_cli.checkpoints.convert.onnx_file import read_onnx
 
     path = SRC / "detectors" / "yolox_nano_416x416.onnx"
     model = yolox_from_onnx(path).to(memory_format=torch.channels_last)

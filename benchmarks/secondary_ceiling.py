@@ -33,13 +33,13 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from occlusion import iou  # noqa: E402
 from real_mipnet import SETS, oks, overlap_cases  # noqa: E402
 
-from mipnet_cli.engine import EngineOptions, PoseEstimator  # noqa: E402
-from mipnet_cli.geometry import affine_matrices, affine_transform_points  # noqa: E402
-from mipnet_cli.hardware import cpu_model  # noqa: E402
-from mipnet_cli.images import read_image  # noqa: E402
-from mipnet_cli.io import write_json  # noqa: E402
+from mipnet_cli.checkpoints.zoo import get_entry  # noqa: E402
+from mipnet_cli.core.files import write_json  # noqa: E402
+from mipnet_cli.core.geometry import affine_matrices, affine_transform_points  # noqa: E402
+from mipnet_cli.core.hardware import cpu_model  # noqa: E402
+from mipnet_cli.media.images import read_image  # noqa: E402
 from mipnet_cli.models.movenet import CENTER_BIAS, decode_movenet  # noqa: E402
-from mipnet_cli.weights import get_entry  # noqa: E402
+from mipnet_cli.pose.engine import EngineOptions, PoseEstimator  # noqa: E402
 
 MODELS = ("movenet-lightning-coco", "movenet-thunder-coco")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from mipnet_cli.bench import (
+from mipnet_cli.bench import (  # noqa: E402
     FLIP_CHOICES,
     LAYOUT_CHOICES,
     NetworkSettings,
@@ -28,8 +28,8 @@ from mipnet_cli.bench import (
     run_bench,
     write_reports,
 )
-from mipnet_cli.detector import DEFAULT_DETECTOR
-from mipnet_cli.engine import pick_device
+from mipnet_cli.core.hardware import pick_device  # noqa: E402
+from mipnet_cli.detect.torchvision_detectors import DEFAULT_DETECTOR  # noqa: E402
 
 GPU_TARGETS_COMMAND = ("python benchmarks/speed.py --gpu-targets --out benchmarks/speed_gpu.json "
                        "--markdown benchmarks/speed_gpu.md")

@@ -24,11 +24,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mipnet_cli.io import write_json  # noqa: E402
-from mipnet_cli.keypoints import COCO17  # noqa: E402
-from mipnet_cli.results import Pose  # noqa: E402
-from mipnet_cli.tracking import PoseTracker, pose_box  # noqa: E402
-from mipnet_cli.video import read_frame_records  # noqa: E402
+from mipnet_cli.core.files import write_json  # noqa: E402
+from mipnet_cli.core.keypoints import COCO17  # noqa: E402
+from mipnet_cli.core.results import Pose  # noqa: E402
+from mipnet_cli.media.writers import read_frame_records  # noqa: E402
+from mipnet_cli.pose.tracking import PoseTracker, pose_box  # noqa: E402
 
 SETTINGS = ((0.3, 5), (0.3, 10), (0.2, 5), (0.2, 10), (0.15, 10))  # (min_similarity, max_age)
 

@@ -14,8 +14,8 @@ import torch
 
 from mipnet_cli import bench
 from mipnet_cli.cli import run_app
-from mipnet_cli.detector_models import SMALL_PERSON_DETECTOR
-from mipnet_cli.errors import MipnetError
+from mipnet_cli.core.errors import MipnetError
+from mipnet_cli.detect.person_rcnn import SMALL_PERSON_DETECTOR
 
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parents[1]

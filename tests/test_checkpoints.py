@@ -9,10 +9,15 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from mipnet_cli import weights
-from mipnet_cli.checkpoints import import_checkpoint, infer_config, load_checkpoint, save_checkpoint
+from mipnet_cli.checkpoints import zoo as weights
+from mipnet_cli.checkpoints.format import (
+    import_checkpoint,
+    infer_config,
+    load_checkpoint,
+    save_checkpoint,
+)
 from mipnet_cli.cli import run_app
-from mipnet_cli.errors import MipnetError
+from mipnet_cli.core.errors import MipnetError
 from mipnet_cli.models import build_from_config, build_model, config_from_official
 
 TINY = "tiny_mipnet_pose_hrnet_se_lambda"

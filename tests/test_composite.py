@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mipnet_cli.cli import run_app
-from mipnet_cli.errors import MipnetError
+from mipnet_cli.core.errors import MipnetError
 from mipnet_cli.synth import SynthConfig
 from mipnet_cli.synth.composite import body_fraction, composite_scene, load_cutouts
 from mipnet_cli.synth.dataset import SampleRenderer

@@ -13,15 +13,16 @@ import pytest
 import torch
 from tfjs_reference import run_graph
 
-from mipnet_cli.checkpoints import load_checkpoint
+from mipnet_cli.checkpoints.convert import convert_file
+from mipnet_cli.checkpoints.convert.movenet import movenet_from_tfjs
+from mipnet_cli.checkpoints.convert.onnx_file import read_onnx
+from mipnet_cli.checkpoints.convert.tfjs import read_tfjs
+from mipnet_cli.checkpoints.convert.yolox import yolox_from_onnx
+from mipnet_cli.checkpoints.detector import load_yolox
+from mipnet_cli.checkpoints.format import load_checkpoint
 from mipnet_cli.cli import run_app
-from mipnet_cli.convert import convert_file
-from mipnet_cli.convert.movenet import movenet_from_tfjs
-from mipnet_cli.convert.onnx_file import read_onnx
-from mipnet_cli.convert.tfjs import read_tfjs
-from mipnet_cli.convert.yolox import yolox_from_onnx
-from mipnet_cli.errors import MipnetError
-from mipnet_cli.yolox_detector import YoloxPersonDetector, load_yolox
+from mipnet_cli.core.errors import MipnetError
+from mipnet_cli.detect.yolox import YoloxPersonDetector
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 PHOTOS = ("person.jpg", "messi5.jpg", "basketball1.png")

@@ -11,6 +11,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from mipnet_cli.core.errors import MipnetError
+from mipnet_cli.core.geometry import box_to_center_scale, get_affine_transform
+from mipnet_cli.core.keypoints import COCO17, CROWDPOSE14, KeypointSet
 from mipnet_cli.data import AugmentConfig, KeypointDataset, generate_target, generate_targets
 from mipnet_cli.data.augment import (
     CropParams,
@@ -19,9 +22,6 @@ from mipnet_cli.data.augment import (
     half_body_center_scale,
     sample_crop,
 )
-from mipnet_cli.errors import MipnetError
-from mipnet_cli.geometry import box_to_center_scale, get_affine_transform
-from mipnet_cli.keypoints import COCO17, CROWDPOSE14, KeypointSet
 
 NO_AUG_FLIP = AugmentConfig(scale_factor=0.0, rotation_prob=0.0, flip_prob=1.0, half_body_prob=0.0)
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from mipnet_cli.decode import (
+from mipnet_cli.core.keypoints import COCO17
+from mipnet_cli.models.decode import (
     decode_dark,
     decode_heatmaps,
     flip_average,
@@ -17,7 +18,6 @@ from mipnet_cli.decode import (
     quarter_offset,
     shift_right,
 )
-from mipnet_cli.keypoints import COCO17
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

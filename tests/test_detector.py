@@ -12,16 +12,12 @@ import pytest
 import torch
 import torchvision
 
-from mipnet_cli.detection import DetectorBase, check_sizes
-from mipnet_cli.detector import (
-    PersonDetector,
-    image_ids_by_filename,
-    load_box_file,
-    load_gt_boxes,
-)
-from mipnet_cli.errors import MipnetError
-from mipnet_cli.images import read_image
-from mipnet_cli.yolox_detector import YoloxPersonDetector
+from mipnet_cli.core.errors import MipnetError
+from mipnet_cli.detect.base import DetectorBase, check_sizes
+from mipnet_cli.detect.boxes import image_ids_by_filename, load_box_file, load_gt_boxes
+from mipnet_cli.detect.torchvision_detectors import PersonDetector
+from mipnet_cli.detect.yolox import YoloxPersonDetector
+from mipnet_cli.media.images import read_image
 
 SMALL = "fasterrcnn_mobilenet_v3_large_320_fpn"
 

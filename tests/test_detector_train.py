@@ -10,22 +10,22 @@ import numpy as np
 import pytest
 import torch
 
-from mipnet_cli.checkpoints import save_checkpoint
+from mipnet_cli.checkpoints.format import save_checkpoint
+from mipnet_cli.checkpoints.zoo import ZooEntry
 from mipnet_cli.cli import run_app
-from mipnet_cli.detector import PersonDetector, detector_names
-from mipnet_cli.detector_models import PERSON_ASPECT_RATIOS, SMALL_PERSON_DETECTOR
-from mipnet_cli.detector_train import (
+from mipnet_cli.core.errors import MipnetError
+from mipnet_cli.core.results import Box
+from mipnet_cli.detect.person_rcnn import PERSON_ASPECT_RATIOS, SMALL_PERSON_DETECTOR
+from mipnet_cli.detect.torchvision_detectors import PersonDetector, detector_names
+from mipnet_cli.media.writers import read_frame_records
+from mipnet_cli.models import build_model
+from mipnet_cli.synth import SynthConfig, VideoConfig, generate_dataset, generate_video
+from mipnet_cli.train.detector import (
     DetectorTrainConfig,
     DetectorTrainer,
     PersonBoxes,
     evaluate_boxes,
 )
-from mipnet_cli.errors import MipnetError
-from mipnet_cli.models import build_model
-from mipnet_cli.results import Box
-from mipnet_cli.synth import SynthConfig, VideoConfig, generate_dataset, generate_video
-from mipnet_cli.video import read_frame_records
-from mipnet_cli.weights import ZooEntry
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -180,14 +180,14 @@ def test_config_file_and_command(scenes: Path, tmp_path: Path, capsys) -> None:
 
 def test_predict_and_video_fall_back_to_the_shipped_detector_offline(
         scenes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    import mipnet_cli.annotate as annotate
+    import mipnet_cli.detect.sources as sources
 
     torch.manual_seed(0)
     det = PersonDetector(SMALL_PERSON_DETECTOR, weights=None, num_classes=2)
     det.save(tmp_path / "demo.safetensors", half=True)
     entry = ZooEntry(name="demo", kind="detector", file=str(tmp_path / "demo.safetensors"),
                      builder=SMALL_PERSON_DETECTOR, default=True, demo=True)
-    monkeypatch.setattr(annotate, "default_entry", lambda kind: entry)
+    monkeypatch.setattr(sources, "default_entry", lambda kind: entry)
     old_hub = torch.hub.get_dir()
     torch.hub.set_dir(str(tmp_path / "hub"))  # empty cache, and no network
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from mipnet_cli.engine import EngineOptions, PoseEstimator
+from mipnet_cli.core.results import Box
 from mipnet_cli.models import build_from_config, build_model, config_from_official
-from mipnet_cli.results import Box
+from mipnet_cli.pose.engine import EngineOptions, PoseEstimator
 
 TINY = "tiny_mipnet_pose_hrnet_se_lambda"
 
@@ -44,7 +44,7 @@ def test_decode_and_merge_equal_official(e2e):
     np.testing.assert_allclose(keypoints[:, 1], all_preds[:3], atol=1e-4)
     np.testing.assert_allclose(keypoints[:, 0], all_preds[3:], atol=1e-4)
 
-    from mipnet_cli.engine import CropPoses
+    from mipnet_cli.pose.engine import CropPoses
 
     crop_poses = CropPoses(keypoints, centers, scales)
     boxes = [Box(np.zeros(4), score, "gt", ann_id) for score, ann_id in
@@ -82,7 +82,7 @@ def test_predict_groups_poses_by_image_and_records_their_source():
 
 
 def test_half_on_a_cpu_is_refused_without_native_bf16(monkeypatch) -> None:
-    from mipnet_cli import engine as engine_module
+    from mipnet_cli.pose import engine as engine_module
 
     monkeypatch.setattr(engine_module, "autocast_dtype", lambda device: None)
     with pytest.raises(ValueError, match="no native bf16"):
@@ -92,9 +92,9 @@ def test_half_on_a_cpu_is_refused_without_native_bf16(monkeypatch) -> None:
 def test_half_on_a_cpu_runs_the_network_in_bf16(realdata_dir) -> None:
     """--half on a CPU with native bf16: autocast around the network; the real Lightning's
     keypoints on a real photo stay within a pixel or two of fp32."""
-    from mipnet_cli.hardware import autocast_dtype
-    from mipnet_cli.images import read_image
-    from mipnet_cli.weights import get_entry
+    from mipnet_cli.checkpoints.zoo import get_entry
+    from mipnet_cli.core.hardware import autocast_dtype
+    from mipnet_cli.media.images import read_image
 
     if autocast_dtype(torch.device("cpu")) is not torch.bfloat16:
         pytest.skip("this CPU has no native bf16 (AVX512-BF16 or AMX)")

@@ -26,12 +26,12 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from mipnet_cli.checkpoints import save_checkpoint
+from mipnet_cli.checkpoints.format import save_checkpoint
 from mipnet_cli.cli import run_app
-from mipnet_cli.engine import PoseEstimator
+from mipnet_cli.media.writers import read_frame_records
 from mipnet_cli.models import build_model
+from mipnet_cli.pose.engine import PoseEstimator
 from mipnet_cli.synth import VideoConfig, generate_video
-from mipnet_cli.video import read_frame_records
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 64  # test photos are SIZE x SIZE
@@ -261,7 +261,7 @@ def test_a_failed_write_is_one_line_naming_the_file(kit, tmp_path, capsys, monke
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(tmp_path / "r.json"))
 
-    monkeypatch.setattr("mipnet_cli.io.tempfile.mkstemp", refuse)
+    monkeypatch.setattr("mipnet_cli.core.files.tempfile.mkstemp", refuse)
     assert_fails(_predict(capsys, kit["ckpt"], "--gt", gt, files[0], "--json", tmp_path / "r.json"),
                  2, "r.json", "Permission denied")
     assert (tmp_path / "r.json").read_text() == "previous"

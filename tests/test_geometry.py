@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mipnet_cli.geometry import (
+from mipnet_cli.core.geometry import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     affine_matrices,

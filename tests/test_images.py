@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mipnet_cli.errors import MipnetError
-from mipnet_cli.images import expand_inputs, read_image
+from mipnet_cli.core.errors import MipnetError
+from mipnet_cli.media.images import expand_inputs, read_image
 
 
 def _pattern(h: int = 24, w: int = 40) -> np.ndarray:

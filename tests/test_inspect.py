@@ -11,13 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from mipnet_cli.checkpoints import save_checkpoint
+from mipnet_cli.checkpoints.format import save_checkpoint
 from mipnet_cli.cli import run_app
-from mipnet_cli.engine import EngineOptions, PoseEstimator
-from mipnet_cli.figures import heatmap_layout
-from mipnet_cli.geometry import warp_crops
-from mipnet_cli.inspect import lambda_sweep
+from mipnet_cli.core.geometry import warp_crops
+from mipnet_cli.inspect.figures import heatmap_layout
+from mipnet_cli.inspect.sweep import lambda_sweep
 from mipnet_cli.models import build_model
+from mipnet_cli.pose.engine import EngineOptions, PoseEstimator
 
 BOX = [60.0, 30.0, 70.0, 150.0]
 

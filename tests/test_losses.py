@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mipnet_cli.losses import (
+from mipnet_cli.models.losses import (
     joints_mse_loss,
     joints_mse_loss_per_sample,
     lambda_pose_loss,

@@ -7,15 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from mipnet_cli.keypoints import COCO17
-from mipnet_cli.merge import (
-    box_areas,
-    group_by_image,
-    keypoint_scores,
-    merge_instances,
-    oks_iou,
-    oks_nms,
-)
+from mipnet_cli.core.keypoints import COCO17
+from mipnet_cli.core.oks import oks_iou, oks_nms
+from mipnet_cli.pose.merge import box_areas, group_by_image, keypoint_scores, merge_instances
 
 
 @pytest.fixture(scope="module")

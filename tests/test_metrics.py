@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mipnet_cli.errors import MipnetError
-from mipnet_cli.evaluate import (
+from mipnet_cli.core.errors import MipnetError
+from mipnet_cli.core.keypoints import COCO17, CROWDPOSE14
+from mipnet_cli.evaluate.coco import (
     COCO_METRIC_NAMES,
     CROWDPOSE_METRIC_NAMES,
     coco_keypoint_metrics,
@@ -21,7 +22,6 @@ from mipnet_cli.evaluate import (
     operating_point,
     write_results,
 )
-from mipnet_cli.keypoints import COCO17, CROWDPOSE14
 
 COCO = "mmpose_tests/coco/test_coco.json"
 OCHUMAN = "mmpose_tests/ochuman/test_ochuman.json"

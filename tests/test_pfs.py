@@ -11,19 +11,21 @@ import pytest
 import torch
 from torchvision.ops import deform_conv2d
 
-from mipnet_cli.annotate import WholeImage, box_source
-from mipnet_cli.checkpoints import load_checkpoint, save_checkpoint
+from mipnet_cli.checkpoints.format import load_checkpoint, save_checkpoint
 from mipnet_cli.cli import run_app
-from mipnet_cli.engine import EngineOptions, PoseEstimator, whole_image_boxes
-from mipnet_cli.errors import MipnetError
-from mipnet_cli.keypoints import COCO17
-from mipnet_cli.merge import merge_instances, soft_nms
+from mipnet_cli.core.errors import MipnetError
+from mipnet_cli.core.keypoints import COCO17
+from mipnet_cli.core.oks import soft_nms
+from mipnet_cli.core.results import whole_image_boxes
+from mipnet_cli.detect.sources import WholeImage, box_source
+from mipnet_cli.media.writers import pose_result
 from mipnet_cli.models import build_model
-from mipnet_cli.models.single_stage import STRIDES, level_of, mirror_index
-from mipnet_cli.pose_scoring import PoseScorer
-from mipnet_cli.regression_loss import LossSettings, assign, oks_matrix, regression_loss
-from mipnet_cli.regression_train import RegressionTrainConfig, RegressionTrainer
-from mipnet_cli.writers import pose_result
+from mipnet_cli.models.pfs import STRIDES, level_of, mirror_index
+from mipnet_cli.models.pfs_loss import LossSettings, assign, oks_matrix, pfs_loss
+from mipnet_cli.pose.engine import EngineOptions, PoseEstimator
+from mipnet_cli.pose.merge import merge_instances
+from mipnet_cli.pose.psm import PsmScorer
+from mipnet_cli.train.pfs import PfsTrainConfig, PfsTrainer
 
 SIZE = 128
 
@@ -123,7 +125,7 @@ def test_loss_terms_oks_filter_and_a_few_steps_fit_one_image():
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     losses = []
     for _ in range(12):
-        loss, terms = regression_loss(model.train_outputs(x), people, boxes, areas, [2], sigmas,
+        loss, terms = pfs_loss(model.train_outputs(x), people, boxes, areas, [2], sigmas,
                                       settings)
         optimizer.zero_grad()
         loss.backward()
@@ -208,7 +210,7 @@ def test_psm_scores_a_pose_as_the_dense_head_does_at_its_location():
 def test_scorer_rescores_top_down_poses_and_refuses_whole_image_networks(tmp_path):
     ckpt = tmp_path / "pfs.safetensors"
     save_checkpoint(ckpt, tiny(), "coco")
-    scorer = PoseScorer.from_checkpoint(str(ckpt), "cpu")
+    scorer = PsmScorer.from_checkpoint(str(ckpt), "cpu")
     top_down = build_model("hrnet_w8_tiny", num_instances=2).eval()
     est = PoseEstimator(top_down, "coco", EngineOptions(rescore="psm", flip_test=False), "cpu",
                         scorer)
@@ -233,7 +235,7 @@ def test_box_source_of_a_whole_image_network():
         box_source(boxes="dets.json", whole_image=True)
 
 
-def _config(realdata_dir, tmp_path, **overrides) -> RegressionTrainConfig:
+def _config(realdata_dir, tmp_path, **overrides) -> PfsTrainConfig:
     mini = realdata_dir / "coco_mini"
     ann = mini / "annotations" / "person_keypoints_train2017.json"
     values = {"train_ann": str(ann), "train_images": str(mini / "train2017"),
@@ -241,17 +243,17 @@ def _config(realdata_dir, tmp_path, **overrides) -> RegressionTrainConfig:
               "max_steps_per_epoch": 2, "out_dir": str(tmp_path / "run"),
               "init": "weights/yolox_nano_coco.safetensors"}
     values.update(overrides)
-    return RegressionTrainConfig(**values)
+    return PfsTrainConfig(**values)
 
 
 def test_training_resume_is_exact(realdata_dir, tmp_path):
-    whole = RegressionTrainer(_config(realdata_dir, tmp_path, out_dir=str(tmp_path / "a")))
+    whole = PfsTrainer(_config(realdata_dir, tmp_path, out_dir=str(tmp_path / "a")))
     assert whole.init_report.startswith("backbone + neck (154 tensors)")
     whole.fit()
-    broken = RegressionTrainer(_config(realdata_dir, tmp_path, out_dir=str(tmp_path / "b")))
+    broken = PfsTrainer(_config(realdata_dir, tmp_path, out_dir=str(tmp_path / "b")))
     with pytest.raises(KeyboardInterrupt):
         broken.fit(stop_after=(1, 1))
-    resumed = RegressionTrainer(_config(realdata_dir, tmp_path, out_dir=str(tmp_path / "b")))
+    resumed = PfsTrainer(_config(realdata_dir, tmp_path, out_dir=str(tmp_path / "b")))
     resumed.resume()
     resumed.fit()
     for (name, a), b in zip(whole.model.state_dict().items(),

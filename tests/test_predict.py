@@ -13,20 +13,20 @@ import pytest
 import torch
 from PIL import Image
 
-from mipnet_cli.checkpoints import save_checkpoint
+from mipnet_cli.checkpoints.format import save_checkpoint
 from mipnet_cli.cli import run_app
-from mipnet_cli.detector import PersonDetector
-from mipnet_cli.evaluate import coco_keypoint_metrics
-from mipnet_cli.keypoints import COCO17
-from mipnet_cli.models import build_model
-from mipnet_cli.results import ImagePoses, Pose
-from mipnet_cli.writers import (
+from mipnet_cli.core.keypoints import COCO17
+from mipnet_cli.core.results import ImagePoses, Pose
+from mipnet_cli.detect.torchvision_detectors import PersonDetector
+from mipnet_cli.evaluate.coco import coco_keypoint_metrics
+from mipnet_cli.media.writers import (
     coco_dataset,
     pose_results,
     unique_names,
     write_coco_dataset,
     write_pose_results,
 )
+from mipnet_cli.models import build_model
 
 SETS = {"coco": "test_coco.json", "ochuman": "test_ochuman.json"}
 
@@ -214,7 +214,7 @@ def test_detector_boxes(realdata_dir, tiny_ckpt, tmp_path, capsys) -> None:
 
 def test_default_weights_notice_and_per_image_table(realdata_dir, tiny_ckpt, monkeypatch,
                                                     capsys) -> None:
-    import mipnet_cli.annotate as annotate
+    import mipnet_cli.annotate.images as annotate
 
     asked = []
     monkeypatch.setattr(annotate, "resolve_pose_weights",
@@ -267,7 +267,7 @@ def test_writers_never_leave_half_files(tmp_path, monkeypatch) -> None:
         f.write('{"images": [')
         raise OSError("disk full")
 
-    monkeypatch.setattr("mipnet_cli.io.json.dump", broken_dump)
+    monkeypatch.setattr("mipnet_cli.core.files.json.dump", broken_dump)
     with pytest.raises(OSError, match="disk full"):
         write_coco_dataset(target, [image], COCO17)
     assert target.read_text() == "previous" and _leftovers(tmp_path) == []

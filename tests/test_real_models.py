@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
+from mipnet_cli.checkpoints.zoo import default_entry, get_entry
 from mipnet_cli.cli import run_app
-from mipnet_cli.engine import EngineOptions, PoseEstimator
-from mipnet_cli.evaluate import coco_keypoint_metrics, gt_as_results
-from mipnet_cli.keypoints import COCO17
+from mipnet_cli.core.keypoints import COCO17
+from mipnet_cli.core.results import Box
+from mipnet_cli.evaluate.coco import coco_keypoint_metrics, gt_as_results
 from mipnet_cli.models import build_model
-from mipnet_cli.results import Box
-from mipnet_cli.weights import default_entry, get_entry
+from mipnet_cli.pose.engine import EngineOptions, PoseEstimator
 
 LIGHTNING = get_entry("movenet-lightning-coco").local_path()
 
@@ -153,7 +153,7 @@ def test_movenet_training_targets_decode_back_to_the_joints() -> None:
 def test_fresh_mimbs_start_as_the_pretrained_network(se) -> None:
     """MIPNet-MoveNet initialised from the converted single-instance network: both instances
     start as that network (MIMBs neutral, exactly compensated), and each λ then learns."""
-    from mipnet_cli.train import initialise
+    from mipnet_cli.train.heatmap import initialise
 
     single = PoseEstimator.from_checkpoint(LIGHTNING, EngineOptions(flip_test=False), "cpu").model
     multi = build_model("movenet_lightning", num_instances=2, se_modules=se)

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mipnet_cli.errors import MipnetError
-from mipnet_cli.images import read_image
-from mipnet_cli.keypoints import COCO17, CROWDPOSE14
-from mipnet_cli.render import PALETTE, color_for, draw_poses, save_image
-from mipnet_cli.results import Box, Pose
+from mipnet_cli.core.errors import MipnetError
+from mipnet_cli.core.keypoints import COCO17, CROWDPOSE14
+from mipnet_cli.core.results import Box, Pose
+from mipnet_cli.media.images import read_image
+from mipnet_cli.media.render import PALETTE, color_for, draw_poses, save_image
 
 OVERLAY_OUT = os.environ.get("MIPNET_OVERLAY_OUT")  # set to a folder to keep the real overlay
 

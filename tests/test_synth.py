@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from mipnet_cli.errors import MipnetError
-from mipnet_cli.keypoints import COCO17, CROWDPOSE14
+from mipnet_cli.core.errors import MipnetError
+from mipnet_cli.core.keypoints import COCO17, CROWDPOSE14
 from mipnet_cli.synth import (
     ANNOTATION_FILE,
     IMAGE_DIR,

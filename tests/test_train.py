@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from mipnet_cli.checkpoints import load_checkpoint
+from mipnet_cli.checkpoints.format import load_checkpoint
 from mipnet_cli.cli import run_app
-from mipnet_cli.errors import MipnetError
-from mipnet_cli.train import TrainConfig, Trainer
+from mipnet_cli.core.errors import MipnetError
+from mipnet_cli.train.heatmap import TrainConfig, Trainer
 
 NO_AUGMENT = {"scale_factor": 0.0, "rotation_prob": 0.0, "flip_prob": 0.0, "half_body_prob": 0.0}
 
@@ -101,9 +101,9 @@ def test_bad_configs_give_clear_errors(tmp_path):
 def test_param_groups_mimb_rate_and_train_only() -> None:
     """The MIMBs get lr × mimb_lr_factor; train_only freezes every other parameter, and a
     prefix that names nothing is an error."""
-    from mipnet_cli.errors import MipnetError
+    from mipnet_cli.core.errors import MipnetError
     from mipnet_cli.models import MIMB, build_model
-    from mipnet_cli.train import TrainConfig, _param_groups
+    from mipnet_cli.train.heatmap import TrainConfig, _param_groups
 
     model = build_model("movenet_lightning", num_instances=2)
     mimb = {id(p) for m in model.modules() if isinstance(m, MIMB) for p in m.parameters()}

@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from mipnet_cli.checkpoints import save_checkpoint
+from mipnet_cli.checkpoints.format import save_checkpoint
 from mipnet_cli.cli import run_app
-from mipnet_cli.engine import PoseEstimator
-from mipnet_cli.keypoints import COCO17
+from mipnet_cli.core.keypoints import COCO17
+from mipnet_cli.core.results import Pose
+from mipnet_cli.media.writers import read_frame_records
 from mipnet_cli.models import build_model
-from mipnet_cli.results import Pose
+from mipnet_cli.pose.engine import PoseEstimator
+from mipnet_cli.pose.tracking import OneEuroFilter, PoseTracker
 from mipnet_cli.synth import VideoConfig, generate_video
-from mipnet_cli.tracking import OneEuroFilter, PoseTracker
-from mipnet_cli.video import read_frame_records
 
 FPS = 10
 FRAMES = 12
@@ -285,7 +285,7 @@ def test_bad_options(clip, tiny_ckpt, tmp_path, capsys) -> None:
 
 def test_encoder_failure_is_an_error_and_leaves_no_video(clip, tiny_ckpt, tmp_path, capsys,
                                                          monkeypatch) -> None:
-    import mipnet_cli.video as video
+    import mipnet_cli.media.video as video
 
     def broken(*args, **kwargs):
         raise RuntimeError("drawing failed")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from mipnet_cli.convert.tfjs import TfjsModel
+from mipnet_cli.checkpoints.convert.tfjs import TfjsModel
 
 
 def _same_pad(x: np.ndarray, k: int, s: int) -> np.ndarray:

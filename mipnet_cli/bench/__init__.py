@@ -11,7 +11,7 @@ pipeline, all measured in one process.
 - **crop + decode**: the batched on-device crop (`warp_crops`) and heatmap decode
   (`decode_heatmaps` + copy to the host) per crop, timed in the same rounds, as a fraction of
   the N=2 shared-trunk network's time per crop.
-- **pipeline** (`pipeline.py`): a video through `mipnet_cli.video.annotate_video` (decode,
+- **pipeline** (`pipeline.py`): a video through `annotate.video.annotate_video` (decode,
   detect, crop, pose, merge, render, encode in three threads), against the same stages run
   one after another on the same frames; peak memory (`memory.py`: RSS, and CUDA allocations
   on a GPU).

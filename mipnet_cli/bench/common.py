@@ -6,10 +6,8 @@ from collections.abc import Callable
 
 import torch
 
-from ..detector import (
-    DEFAULT_DETECTOR,
-)
-from ..errors import MipnetError
+from ..core.errors import MipnetError
+from ..detect.torchvision_detectors import DEFAULT_DETECTOR
 
 MODES = ("n1", "n2_separate", "n2_shared")
 MODE_LABELS = {"n1": "N=1", "n2_separate": "N=2 separate", "n2_shared": "N=2 shared trunk"}

@@ -13,7 +13,7 @@ import av
 import torch
 import torchvision
 
-from ..hardware import cpu_model
+from ..core.hardware import cpu_model
 
 
 def _nvidia_driver() -> str | None:

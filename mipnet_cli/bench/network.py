@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..decode import decode_heatmaps, flip_average
-from ..errors import MipnetError
-from ..geometry import box_to_center_scale, warp_crops
-from ..keypoints import COCO17
+from ..core.errors import MipnetError
+from ..core.geometry import box_to_center_scale, warp_crops
+from ..core.keypoints import COCO17
 from ..models import build_model, instance_lambdas
+from ..models.decode import decode_heatmaps, flip_average
 from .common import DTYPES, LAYOUTS, MODES, Progress
 from .flops import count_flops
 from .timing import Clock, _iqr_fraction, _median, _paired_ratio, run_interleaved

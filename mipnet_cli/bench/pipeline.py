@@ -17,20 +17,18 @@ import numpy as np
 import torch
 import torchvision
 
-from ..annotate import TableBoxes
-from ..detector import (
-    PersonDetector,
-    load_gt_boxes,
-    open_detector,
-    weights_cached,
-)
-from ..engine import CropPoses, EngineOptions, PoseEstimator
-from ..errors import MipnetError
+from ..annotate.video import annotate_video
+from ..checkpoints.zoo import shipped_detector
+from ..core.errors import MipnetError
+from ..detect.boxes import load_gt_boxes
+from ..detect.registry import open_detector
+from ..detect.sources import TableBoxes
+from ..detect.torchvision_detectors import PersonDetector, weights_cached
+from ..media.render import draw_poses
+from ..media.video import VideoOptions
 from ..models import build_model
-from ..render import draw_poses
+from ..pose.engine import CropPoses, EngineOptions, PoseEstimator
 from ..synth import VideoConfig, generate_video
-from ..video import VideoOptions, annotate_video
-from ..weights import shipped_detector
 from .common import CPU_DETECTOR, Progress
 from .timing import Clock, _median, peak_rss_window
 

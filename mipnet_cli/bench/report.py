@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..io import atomic_path, write_json
+from ..core.files import atomic_path, write_json
 from .common import (
     CROP_DECODE_FRACTION_MAX,
     GPU_CROPS_PER_S_MIN,

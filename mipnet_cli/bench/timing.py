@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import MipnetError
+from ..core.errors import MipnetError
 from .common import Progress
 
 

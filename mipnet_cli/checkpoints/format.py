@@ -17,11 +17,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import MipnetError, torch_load_message
-from .io import atomic_path
-from .keypoints import get_keypoint_set, keypoint_set_for
-from .models import ModelConfig, PoseNet, StageSpec, build_from_config, check_config
-from .models.resnet import RESNET_SPECS
+from ..core.errors import MipnetError, torch_load_message
+from ..core.files import atomic_path
+from ..core.keypoints import get_keypoint_set, keypoint_set_for
+from ..models import ModelConfig, PoseNet, StageSpec, build_from_config, check_config
+from ..models.resnet import RESNET_SPECS
 
 FORMAT_TAG = "mipnet-checkpoint"
 FORMAT_VERSION = "1"
@@ -296,7 +296,7 @@ def import_checkpoint(
     the weights must fit that architecture exactly. The input size comes from `image_size`,
     else from a `256x192`-style part of the file name, else 256x192.
     """
-    from .models import model_config
+    from ..models import model_config
 
     path = Path(path)
     state, kind = read_foreign_state_dict(path)

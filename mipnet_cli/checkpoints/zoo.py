@@ -8,12 +8,12 @@ import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoints import import_checkpoint, save_checkpoint, sha256_of
-from .errors import MipnetError
-from .io import atomic_path
+from ..core.errors import MipnetError
+from ..core.files import atomic_path
+from .format import import_checkpoint, save_checkpoint, sha256_of
 
 WEIGHTS_DIR = Path(
-    os.environ.get("MIPNET_WEIGHTS_DIR", Path(__file__).resolve().parents[1] / "weights"))
+    os.environ.get("MIPNET_WEIGHTS_DIR", Path(__file__).resolve().parents[2] / "weights"))
 
 
 def cache_dir() -> Path:
@@ -182,7 +182,7 @@ def resolve_scorer_weights(spec: str | None) -> Path:
     None for the shipped single-stage model."""
     if spec is not None:
         return resolve_pose_weights(spec)
-    from .models import ARCHITECTURES
+    from ..models import ARCHITECTURES
 
     for entry in load_zoo().values():
         base = ARCHITECTURES.get(entry.arch)

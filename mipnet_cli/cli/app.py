@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.progress import ProgressColumn, Task
 from rich.text import Text
 
-from ..errors import MipnetError, os_error_message
-from ..signals import Stopped, signal_of, terminate_as_interrupt
+from ..core.errors import MipnetError, os_error_message
+from ..core.signals import Stopped, signal_of, terminate_as_interrupt
 
 app = typer.Typer(
     name="mipnet",

@@ -19,8 +19,8 @@ from ..bench import (
     run_bench,
     write_reports,
 )
-from ..engine import pick_device
-from ..errors import MipnetError
+from ..core.errors import MipnetError
+from ..core.hardware import pick_device
 from .app import MODELS, app, console
 
 EXAMPLES = """

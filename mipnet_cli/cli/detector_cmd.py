@@ -29,7 +29,7 @@ def train_detector(
     Writes last.pt / best.pt (loadable with --detector NAME --detector-weights FILE), state.pt
     for --resume and log.jsonl to the run folder, and reports the box AP on the val split.
     """
-    from ..detector_train import DetectorTrainConfig, DetectorTrainer
+    from ..train.detector import DetectorTrainConfig, DetectorTrainer
 
     overrides = list(set_)
     for key, value in (("out_dir", out), ("epochs", epochs), ("batch_size", batch_size)):

@@ -10,11 +10,13 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from ..annotate import Annotator, ImageFailure, load_estimator
-from ..detector import image_ids_by_filename
-from ..engine import EngineOptions, PoseEstimator
-from ..errors import MipnetError
-from ..figures import (
+from ..annotate.images import Annotator, ImageFailure, load_estimator
+from ..annotate.video import video_box_source
+from ..core.errors import MipnetError
+from ..core.files import check_outputs, finite
+from ..core.results import Box
+from ..detect.boxes import image_ids_by_filename
+from ..inspect.figures import (
     contact_sheet,
     save_figure,
     save_gif,
@@ -22,12 +24,10 @@ from ..figures import (
     trajectory_figure,
     write_heatmap_grids,
 )
-from ..images import read_image
-from ..inspect import lambda_sweep
-from ..io import check_outputs, finite
-from ..render import save_image
-from ..results import Box
-from ..video import video_box_source
+from ..inspect.sweep import lambda_sweep
+from ..media.images import read_image
+from ..media.render import save_image
+from ..pose.engine import EngineOptions, PoseEstimator
 from . import options as opt
 from .app import INSPECT, app, console
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from rich.table import Table
 
+from ..checkpoints.zoo import load_zoo
 from ..models import ARCHITECTURES, build_model, count_parameters
-from ..weights import load_zoo
 from .app import MODELS, app, console
 
 

@@ -8,10 +8,10 @@ from typing import Annotated
 
 import typer
 
-from ..annotate import BoxSource, DetectorBoxes
-from ..detection import check_sizes
-from ..errors import MipnetError
-from ..weights import ZooEntry, default_entry
+from ..checkpoints.zoo import ZooEntry, default_entry
+from ..core.errors import MipnetError
+from ..detect.base import check_sizes
+from ..detect.sources import BoxSource, DetectorBoxes
 from .app import say
 
 SYNTH_DEMO = (

@@ -17,20 +17,20 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from ..annotate import Annotator, ImageFailure, collect_inputs
-from ..engine import EngineOptions
-from ..errors import MipnetError
-from ..figures import write_heatmap_grids
-from ..io import check_outputs
-from ..results import ImagePoses
-from ..signals import stop_requests
-from ..writers import (
+from ..annotate.images import Annotator, ImageFailure, collect_inputs
+from ..core.errors import MipnetError
+from ..core.files import check_outputs
+from ..core.results import ImagePoses
+from ..core.signals import stop_requests
+from ..inspect.figures import write_heatmap_grids
+from ..media.writers import (
     overlay_path,
     unique_names,
     write_coco_dataset,
     write_overlay,
     write_pose_results,
 )
+from ..pose.engine import EngineOptions
 from . import options as opt
 from .app import ANNOTATE, RateColumn, app, console, err_console, say, styled
 

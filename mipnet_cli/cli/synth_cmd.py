@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..errors import MipnetError
+from ..core.errors import MipnetError
 from ..synth import (
     ANNOTATION_FILE,
     IMAGE_DIR,

@@ -9,11 +9,12 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..annotate import DetectorBoxes, load_estimator
+from ..annotate.images import load_estimator
+from ..core.errors import MipnetError
+from ..core.files import check_outputs, write_json
 from ..data import KeypointDataset
-from ..engine import EngineOptions
-from ..errors import MipnetError
-from ..io import check_outputs, write_json
+from ..detect.sources import DetectorBoxes
+from ..pose.engine import EngineOptions
 from . import options as opt
 from .app import TRAIN, app, console, say
 
@@ -42,15 +43,15 @@ def train(
     Writes last/best checkpoints (mipnet format), state.pt for --resume, log.jsonl and
     curves.png to the run folder. Multi-GPU: `torchrun --nproc-per-node 8 -m mipnet_cli train ...`.
     """
-    from ..regression_train import is_regression_config
-    from ..train import TrainConfig, Trainer
+    from ..train.heatmap import TrainConfig, Trainer
+    from ..train.pfs import is_pfs_config
 
     overrides = list(set_)
     for key, value in (("out_dir", out), ("epochs", epochs), ("batch_size", batch_size)):
         if value is not None:
             overrides.append(f"{key}={json.dumps(str(value)) if key == 'out_dir' else value}")
-    if is_regression_config(config, overrides):
-        _train_regression(config, overrides, resume, device)
+    if is_pfs_config(config, overrides):
+        _train_pfs(config, overrides, resume, device)
         return
     cfg = TrainConfig.load(config, overrides)
     trainer = Trainer(cfg, device=device, console=console)
@@ -74,13 +75,13 @@ def train(
             f"checkpoints in {trainer.out}", stderr=False)
 
 
-def _train_regression(config: Path | None, overrides: list[str], resume: bool,
+def _train_pfs(config: Path | None, overrides: list[str], resume: bool,
                       device: str | None) -> None:
     """`mipnet train` for a single-stage config."""
-    from ..regression_train import RegressionTrainConfig, RegressionTrainer
+    from ..train.pfs import PfsTrainConfig, PfsTrainer
 
-    cfg = RegressionTrainConfig.load(config, overrides)
-    trainer = RegressionTrainer(cfg, device=device)
+    cfg = PfsTrainConfig.load(config, overrides)
+    trainer = PfsTrainer(cfg, device=device)
     if resume:
         trainer.resume()
         console.print(f"resumed at epoch {trainer.epoch} from {trainer.state_path}")
@@ -100,8 +101,8 @@ def _train_regression(config: Path | None, overrides: list[str], resume: bool,
 
 def _score_results_file(ann: Path, results_path: Path, keypoints: str | None) -> dict:
     """Metrics of an existing COCO keypoint results file against `ann`."""
-    from ..evaluate import coco_keypoint_metrics, crowdpose_metrics
-    from ..keypoints import get_keypoint_set, keypoint_set_for
+    from ..core.keypoints import get_keypoint_set, keypoint_set_for
+    from ..evaluate.coco import coco_keypoint_metrics, crowdpose_metrics
 
     try:
         results = json.loads(results_path.read_text())
@@ -122,9 +123,9 @@ def _detections(ann: Path, images: Path, detector: str | None, detector_weights:
                 out: Path) -> tuple[dict, DetectorBoxes]:
     """Run a person detector (see `mipnet predict`) over the images of `ann`, write its COCO
     detection file to `out`; its person-box metrics, and the detector."""
-    from ..annotate import detector_boxes
-    from ..detector_train import box_metrics, detect_dataset
-    from ..engine import pick_device
+    from ..core.hardware import pick_device
+    from ..detect.sources import detector_boxes
+    from ..train.detector import box_metrics, detect_dataset
 
     source = detector_boxes(detector, detector_weights, det_thresh, 0.5, pick_device(device),
                             det_sizes)
@@ -166,7 +167,12 @@ def evaluate(
     sweep. With --results, score an existing results file instead."""
     import tempfile
 
-    from ..validation import confidence_sweep, evaluate_predictions, merged_results, predict_dataset
+    from ..evaluate.predictions import (
+        confidence_sweep,
+        evaluate_predictions,
+        merged_results,
+        predict_dataset,
+    )
 
     check_outputs({"--json": json_out, "--plot": plot},
                   inputs=[p for p in (ann, results, boxes, detector_weights) if p is not None])
@@ -241,7 +247,7 @@ def evaluate(
 def _evaluate_scenes(est, ann: Path, images: Path, json_out: Path | None) -> None:
     """`mipnet eval` of a whole-image (single-stage) network: every image, no boxes."""
     from ..data.dataset import infer_keypoint_set, load_coco_json
-    from ..validation import predict_scenes, score_results
+    from ..evaluate.predictions import predict_scenes, score_results
 
     kps = infer_keypoint_set(load_coco_json(ann), ann)
     if kps.num_joints != est.keypoint_set.num_joints:
@@ -279,7 +285,7 @@ def _plot_sweep(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..io import atomic_path
+    from ..core.files import atomic_path
 
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
     ax.plot([r["threshold"] for r in rows], [r["AP"] for r in rows], "o-")

@@ -16,10 +16,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ..annotate import load_estimator
-from ..engine import EngineOptions
-from ..io import check_outputs
-from ..video import VideoOptions, VideoSummary, annotate_video, video_box_source
+from ..annotate.images import load_estimator
+from ..annotate.video import VideoSummary, annotate_video, video_box_source
+from ..core.files import check_outputs
+from ..media.video import VideoOptions
+from ..pose.engine import EngineOptions
 from . import options as opt
 from .app import ANNOTATE, RateColumn, app, console, err_console, say
 

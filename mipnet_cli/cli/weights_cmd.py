@@ -7,12 +7,12 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..checkpoints import import_checkpoint, load_checkpoint, save_checkpoint
-from ..convert import convert_file
-from ..io import check_outputs
+from ..checkpoints.convert import convert_file
+from ..checkpoints.detector import DETECTOR_FORMAT, load_yolox, read_detector_meta
+from ..checkpoints.format import import_checkpoint, load_checkpoint, save_checkpoint
+from ..checkpoints.zoo import cache_dir, load_zoo, pull
+from ..core.files import check_outputs
 from ..models import count_parameters
-from ..weights import cache_dir, load_zoo, pull
-from ..yolox_detector import DETECTOR_FORMAT, load_yolox, read_detector_meta
 from .app import MODELS, app, console, say
 
 weights_app = typer.Typer(help="List, download, import and inspect checkpoints.",

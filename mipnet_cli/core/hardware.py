@@ -28,3 +28,10 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
             torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return torch.bfloat16
     return None
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """`device`, else CUDA when present, else the CPU."""
+    if device and device != "auto":
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

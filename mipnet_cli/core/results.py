@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,3 +54,9 @@ class ImagePoses:
     poses: list[Pose] = field(default_factory=list)
     frame_index: int | None = None
     timestamp: float | None = None
+
+
+def whole_image_boxes(images: Sequence[np.ndarray]) -> list[list[Box]]:
+    """One box covering each whole image: what whole-image families take as their "crop"."""
+    return [[Box(np.array([0.0, 0.0, img.shape[1], img.shape[0]]), 1.0, "image", 0)]
+            for img in images]

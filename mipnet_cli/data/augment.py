@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..geometry import PIXEL_STD, affine_transform_points, get_affine_transform
-from ..keypoints import KeypointSet
+from ..core.geometry import PIXEL_STD, affine_transform_points, get_affine_transform
+from ..core.keypoints import KeypointSet
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import MipnetError
-from ..geometry import IMAGENET_MEAN, IMAGENET_STD, box_to_center_scale
-from ..io import finite, read_json
-from ..keypoints import KeypointSet, keypoint_set_for
+from ..core.errors import MipnetError
+from ..core.files import finite, read_json
+from ..core.geometry import IMAGENET_MEAN, IMAGENET_STD, box_to_center_scale
+from ..core.keypoints import KeypointSet, keypoint_set_for
 from .augment import AugmentConfig, CropParams, apply_crop, color_jitter, sample_crop
 from .targets import generate_targets
 

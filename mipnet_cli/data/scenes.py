@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..geometry import PIXEL_STD, affine_transform_points, get_affine_transform
-from ..images import read_image
-from ..keypoints import KeypointSet
+from ..core.geometry import PIXEL_STD, affine_transform_points, get_affine_transform
+from ..core.keypoints import KeypointSet
+from ..media.images import read_image
 from .augment import color_jitter, flip_joints
 from .dataset import infer_keypoint_set, load_coco_json, person_category_ids
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torchvision
 
-from .results import Box
+from ..core.results import Box
 
 SIZE_STEP = 32  # detector input sizes are multiples of the largest stride of the families
 SIZE_RANGE = (64, 4096)

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from .data.dataset import load_coco_json, person_category_ids
-from .errors import MipnetError
-from .io import write_json
-from .keypoints import COCO17, CROWDPOSE14, KeypointSet
+from ..core.errors import MipnetError
+from ..core.files import write_json
+from ..core.keypoints import COCO17, CROWDPOSE14, KeypointSet
+from ..data.dataset import load_coco_json, person_category_ids
 
 COCO_METRIC_NAMES: tuple[str, ...] = (
     "AP", "AP50", "AP75", "APM", "APL", "AR", "AR50", "AR75", "ARM", "ARL",
@@ -175,7 +175,7 @@ def crowdpose_metrics(
     """
     from pycocotools.coco import COCO
 
-    from .crowdpose_eval import CrowdPoseEval
+    from .crowdpose import CrowdPoseEval
 
     dataset, path = _dataset_dict(gt)
     if any("crowdIndex" not in img for img in dataset.get("images", [])):

@@ -14,12 +14,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .data import KeypointDataset
-from .data.dataset import load_coco_json
-from .engine import PoseEstimator, whole_image_boxes
-from .evaluate import coco_keypoint_metrics, crowdpose_metrics
-from .images import read_image
-from .merge import box_areas, merge_instances
+from ..core.results import whole_image_boxes
+from ..data import KeypointDataset
+from ..data.dataset import load_coco_json
+from ..media.images import read_image
+from ..pose.engine import PoseEstimator
+from ..pose.merge import box_areas, merge_instances
+from .coco import coco_keypoint_metrics, crowdpose_metrics
 
 SWEEP_THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(10))
 

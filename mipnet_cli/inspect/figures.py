@@ -14,12 +14,12 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
-from .engine import PoseEstimator
-from .inspect import LambdaSweep, box_heatmaps, display_crop, to_crop
-from .io import atomic_path
-from .keypoints import KeypointSet
-from .render import OUTLINE, _font, draw_poses
-from .results import Box, Pose
+from ..core.files import atomic_path
+from ..core.keypoints import KeypointSet
+from ..core.results import Box, Pose
+from ..media.render import OUTLINE, _font, draw_poses
+from ..pose.engine import PoseEstimator
+from .sweep import LambdaSweep, box_heatmaps, display_crop, to_crop
 
 DPI = 100
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .engine import PoseEstimator
-from .geometry import affine_matrices, affine_transform_points, warp_crops
-from .models import instance_lambdas
+from ..core.geometry import affine_matrices, affine_transform_points, warp_crops
+from ..models import instance_lambdas
+from ..pose.engine import PoseEstimator
 
 
 @dataclass

@@ -13,10 +13,10 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .errors import MipnetError
-from .io import atomic_path
-from .keypoints import KeypointSet
-from .results import Box, Pose
+from ..core.errors import MipnetError
+from ..core.files import atomic_path
+from ..core.keypoints import KeypointSet
+from ..core.results import Box, Pose
 
 # Bright, mutually distinct colours (RGB) that stay readable over a dark outline on busy photos.
 PALETTE: tuple[tuple[int, int, int], ...] = (

@@ -17,41 +17,28 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
-import json
 import math
-import os
 import queue
-import signal
-import tempfile
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import av
 import numpy as np
 
-from .annotate import BoxSource, TableBoxes, box_source
-from .engine import PoseEstimator
-from .errors import MipnetError
-from .io import atomic_path, check_outputs, json_line, remove_stale_temps, temp_prefix
-from .keypoints import KeypointSet
+from ..core.errors import MipnetError
+from ..core.keypoints import KeypointSet
+from ..core.results import Box, Pose
 from .render import draw_poses
-from .results import Box, ImagePoses, Pose, person_boxes
-from .signals import StopRequest, signal_of, stop_requests
-from .tracking import PoseTracker
-from .writers import coco_dataset, pose_result
 
 CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
-MAX_PENDING = 64  # frames and packets held for one network batch (bounds memory with --stride)
-TRIM_EVERY = 100  # frames between returns of freed heap memory to the system (glibc)
 
 
 @functools.cache
-def _malloc_trim() -> Callable[[], object] | None:
+def malloc_trim() -> Callable[[], object] | None:
     """glibc's malloc_trim(0), where there is one. Frame-sized buffers freed by the pipeline's
     threads otherwise stay in glibc's per-thread arenas, and the resident memory creeps up
     over the first few hundred frames before it levels off."""
@@ -101,40 +88,12 @@ class VideoOptions:
             raise MipnetError("; ".join(problems))
 
 
-@dataclass
-class VideoSummary:
-    """How a run went. `error` is set when the input ended early (truncated or damaged)."""
-
-    frames: int = 0  # frames read from the range (and written to the output video)
-    processed: int = 0  # frames the pose network ran on
-    poses: int = 0
-    tracks: int = 0
-    seconds: float = 0.0
-    encoder: str | None = None
-    audio_streams: int = 0
-    audio_packets: int = 0
-    interrupted: bool = False
-    stop_signal: int = signal.SIGINT  # the signal that interrupted the run
-    error: str | None = None
-    notices: list[str] = field(default_factory=list)
-
-    @property
-    def complete(self) -> bool:
-        return not self.interrupted and self.error is None
-
-    def end_record(self) -> dict[str, Any]:
-        """The last line of the JSON Lines output: its absence means the run was killed."""
-        return {"end": {"frames": self.frames, "processed": self.processed,
-                        "complete": self.complete, "interrupted": self.interrupted,
-                        "error": self.error}}
-
-
-def _reason(exc: BaseException) -> str:
+def error_reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text
 
 
-class _Source:
+class VideoSource:
     """The input container and what the pipeline needs to know about its streams."""
 
     def __init__(self, path: Path) -> None:
@@ -143,7 +102,7 @@ class _Source:
         try:
             self.container = av.open(str(path))
         except (av.error.FFmpegError, OSError) as exc:
-            raise MipnetError(f"{path}: cannot read the video ({_reason(exc)})") from None
+            raise MipnetError(f"{path}: cannot read the video ({error_reason(exc)})") from None
         if not self.container.streams.video:
             self.container.close()
             raise MipnetError(f"{path}: has no video stream")
@@ -172,7 +131,7 @@ class _Source:
 
 
 @dataclass
-class _Frame:
+class Frame:
     index: int  # position in the source (0-based)
     time: float  # seconds from the stream start
     pts: int  # output pts (source time base)
@@ -181,7 +140,7 @@ class _Frame:
 
 
 @dataclass
-class _End:
+class End:
     error: str | None
 
 
@@ -189,8 +148,8 @@ class _Stopped(Exception):
     """The consumer asked the reader to stop."""
 
 
-class _WriterFailed(Exception):
-    """The writer thread stopped on an error (kept in `_Writer.error`)."""
+class WriterFailed(Exception):
+    """The writer thread stopped on an error (kept in `VideoWriter.error`)."""
 
 
 def _put(q: queue.Queue, item: Any, stop: threading.Event) -> None:
@@ -205,10 +164,10 @@ def _put(q: queue.Queue, item: Any, stop: threading.Event) -> None:
             continue
 
 
-class _Reader(threading.Thread):
+class FrameReader(threading.Thread):
     """Decodes the frames of the range, and forwards the audio packets that go with them."""
 
-    def __init__(self, src: _Source, options: VideoOptions, audio_out: set[int]) -> None:
+    def __init__(self, src: VideoSource, options: VideoOptions, audio_out: set[int]) -> None:
         super().__init__(name="mipnet-video-reader", daemon=True)
         self.src, self.options, self.audio_out = src, options, audio_out
         self.queue: queue.Queue = queue.Queue(maxsize=options.queue_frames)
@@ -223,11 +182,11 @@ class _Reader(threading.Thread):
             return
         except av.error.FFmpegError as exc:
             error = (f"the video is damaged or truncated: decoding stopped after "
-                     f"{self.decoded} frames ({_reason(exc)})")
+                     f"{self.decoded} frames ({error_reason(exc)})")
         except Exception as exc:  # noqa: BLE001 (reported to the consumer, never lost)
-            error = f"{type(exc).__name__}: {_reason(exc)}"
+            error = f"{type(exc).__name__}: {error_reason(exc)}"
         with contextlib.suppress(_Stopped):
-            _put(self.queue, _End(error), self.stop)
+            _put(self.queue, End(error), self.stop)
 
     def _demux(self) -> str | None:
         src, opt = self.src, self.options
@@ -282,7 +241,7 @@ class _Reader(threading.Thread):
                     held.clear()
                 index = round(t * fps) if seeked else decoded - 1
                 out_pts = pts - round(shift / tb)
-                _put(self.queue, _Frame(index, t, out_pts, frame.to_ndarray(format="rgb24"),
+                _put(self.queue, Frame(index, t, out_pts, frame.to_ndarray(format="rgb24"),
                                         written % opt.stride == 0), self.stop)
                 written += 1
                 last = t
@@ -312,10 +271,10 @@ class _Reader(threading.Thread):
         _put(self.queue, packet, self.stop)
 
 
-class _Writer(threading.Thread):
+class VideoWriter(threading.Thread):
     """Draws the poses on each frame, encodes it, and muxes the audio packets as they are."""
 
-    def __init__(self, path: Path, src: _Source, options: VideoOptions,
+    def __init__(self, path: Path, src: VideoSource, options: VideoOptions,
                  keypoint_set: KeypointSet, notices: list[str]) -> None:
         super().__init__(name="mipnet-video-writer", daemon=True)
         self.options, self.keypoint_set = options, keypoint_set
@@ -375,7 +334,7 @@ class _Writer(threading.Thread):
         finally:
             self.container.close()
 
-    def _encode(self, frame: _Frame, poses: list[Pose], boxes: list[Box]) -> None:
+    def _encode(self, frame: Frame, poses: list[Pose], boxes: list[Box]) -> None:
         o = self.options
         rgb = frame.rgb
         if poses or (o.show_boxes and boxes):
@@ -390,10 +349,10 @@ class _Writer(threading.Thread):
         self.frames += 1
 
     def send(self, item: Any) -> None:
-        """Queue an item for encoding; raise _WriterFailed if the writer stopped on an error."""
+        """Queue an item for encoding; raise WriterFailed if the writer stopped on an error."""
         while True:
             if self.error is not None:
-                raise _WriterFailed
+                raise WriterFailed
             try:
                 self.queue.put(item, timeout=0.1)
                 return
@@ -401,279 +360,3 @@ class _Writer(threading.Thread):
                 continue
 
 
-class _CocoStream:
-    """COCO image and annotation entries spooled to a temporary JSONL file, assembled at the end
-    into a COCO dataset (two passes over the file; nothing accumulates in memory)."""
-
-    def __init__(self, path: Path, keypoint_set: KeypointSet, file_name: str, info: dict,
-                 kpt_thresh: float) -> None:
-        self.path, self.keypoint_set, self.file_name = path, keypoint_set, file_name
-        self.info, self.kpt_thresh = info, kpt_thresh
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(path)
-        self.spool: IO[str] = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in close())
-            "w+", encoding="utf-8", prefix=temp_prefix(path), suffix=".jsonl", dir=path.parent)
-
-    def add(self, result: ImagePoses) -> None:
-        part = coco_dataset([result], self.keypoint_set, self.kpt_thresh, [self.file_name])
-        image = part["images"][0] | {"frame_index": result.frame_index,
-                                     "timestamp": result.timestamp}
-        for ann, pose in zip(part["annotations"], result.poses, strict=True):
-            if pose.track_id is not None:
-                ann["track_id"] = int(pose.track_id)
-        self.spool.write(json_line({"image": image, "annotations": part["annotations"]},
-                                   where=self.path) + "\n")
-
-    def _entries(self) -> Iterator[dict]:
-        self.spool.flush()
-        self.spool.seek(0)
-        for line in self.spool:
-            yield json.loads(line)
-
-    def write(self) -> None:
-        """Assemble the dataset at `path` atomically."""
-        with atomic_path(self.path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-            f.write('{"info": ' + json.dumps(self.info) + ', "licenses": [], "images": [')
-            for k, entry in enumerate(self._entries()):
-                f.write((", " if k else "") + json.dumps(entry["image"]))
-            f.write('], "annotations": [')
-            ann_id = 0
-            for entry in self._entries():
-                for ann in entry["annotations"]:
-                    ann_id += 1
-                    ann["id"] = ann_id
-                    f.write((", " if ann_id > 1 else "") + json.dumps(ann))
-            f.write('], "categories": ' + json.dumps([self.keypoint_set.coco_category()]) + "}")
-
-    def close(self) -> None:
-        self.spool.close()
-
-
-def video_box_source(
-    *,
-    boxes: str | os.PathLike | None = None,
-    gt: str | os.PathLike | None = None,
-    detector: str | None = None,
-    detector_weights: str | os.PathLike | None = None,
-    det_thresh: float | None = None,
-    det_nms: float = 0.5,
-    det_sizes: Sequence[int] | None = None,
-    device: str | None = None,
-    whole_image: bool = False,
-) -> BoxSource:
-    """Person boxes by image id, from exactly one source (see `annotate.box_source`): a COCO
-    detection file, the boxes of a COCO annotation file, or a detector (torchvision's COCO
-    Faster R-CNN, offline the shipped YOLOX-Nano). In a video, the image id is the 1-based frame
-    number (frame index + 1, as `mipnet synth --video` writes it)."""
-    if sum(x is not None for x in (boxes, gt)) + (
-            detector is not None or detector_weights is not None) > 1:
-        raise MipnetError("give one box source: --boxes, --gt or a detector")
-    return box_source(boxes=boxes, gt=gt, detector=detector, detector_weights=detector_weights,
-                      det_thresh=det_thresh, det_nms=det_nms, det_sizes=det_sizes,
-                      device=device, whole_image=whole_image)
-
-
-def annotate_video(
-    source: str | os.PathLike,
-    estimator: PoseEstimator,
-    box_source: BoxSource,
-    options: VideoOptions | None = None,
-    *,
-    out: str | os.PathLike | None = None,
-    jsonl: str | os.PathLike | None = None,
-    coco: str | os.PathLike | None = None,
-    progress: Callable[[int, int | None], None] | None = None,
-) -> VideoSummary:
-    """Estimate the poses in a video; write any of an annotated video (`out`: .mp4, .m4v, .mov
-    or .mkv), per-frame JSON Lines (`jsonl`) and a COCO dataset (`coco`).
-
-    Boxes are looked up by image id = frame index + 1. `progress(frames_read, expected)` is
-    called after each frame is handed on. The run stops early on Ctrl-C (`interrupted`) or at
-    a damaged part of the input (`error`); the outputs then hold the frames done so far and
-    are valid.
-    """
-    options = options or VideoOptions()
-    options.validate()
-    if options.kpt_thresh is None:
-        options = replace(options, kpt_thresh=estimator.kpt_thresh)
-    src_path = Path(source)
-    if out is not None and Path(out).suffix.lower() not in CONTAINERS:
-        raise MipnetError(f"{out}: the output video must end in "
-                          f"{', '.join(sorted(CONTAINERS))}")
-    check_outputs({"out": out, "jsonl": jsonl, "coco": coco}, inputs=[src_path])
-    tracker = (PoseTracker(estimator.keypoint_set, kpt_thresh=options.kpt_thresh,
-                           smooth=options.smooth, cutoff=options.smooth_cutoff,
-                           beta=options.smooth_beta) if options.track else None)
-    src = _Source(src_path)
-    with contextlib.ExitStack() as stack:
-        stack.callback(src.container.close)
-        if src.duration is not None and options.start >= src.duration:
-            raise MipnetError(f"--start {options.start:g} s is past the end of {src_path} "
-                              f"({src.duration:.2f} s)")
-        summary = VideoSummary(audio_streams=len(src.audio))
-        expected = src.expected_frames(options)
-        stop_flag = StopRequest()
-        start = time.perf_counter()
-        writer: _Writer | None = None
-        if out is not None:
-            # Interruptions and damaged input end the body normally: the partial video is kept.
-            tmp = stack.enter_context(atomic_path(Path(out)))
-            writer = _Writer(tmp, src, options, estimator.keypoint_set, summary.notices)
-            summary.encoder = writer.encoder
-        jsonl_file = None
-        if jsonl is not None:
-            Path(jsonl).parent.mkdir(parents=True, exist_ok=True)
-            jsonl_file = stack.enter_context(open(jsonl, "w", encoding="utf-8"))
-        spool = None
-        if coco is not None:
-            info = {"description": "poses predicted by mipnet (MIPNet multi-instance pose "
-                                   "estimation)", "video": src_path.name,
-                    "fps": float(src.fps)}
-            spool = _CocoStream(Path(coco), estimator.keypoint_set, src_path.name, info,
-                                options.kpt_thresh)
-            stack.callback(spool.close)
-        reader = _Reader(src, options, set(writer.audio) if writer is not None else set())
-        run = _Run(estimator, box_source, tracker, writer, jsonl_file, spool, summary, src,
-                   options, progress, expected)
-        if writer is not None:
-            writer.start()
-        reader.start()
-        try:
-            with stop_requests(stop_flag):
-                run.loop(reader, stop_flag)
-        except KeyboardInterrupt as exc:
-            summary.interrupted, summary.stop_signal = True, signal_of(exc)
-        except _WriterFailed:
-            pass  # raised below, once every thread has ended
-        finally:
-            reader.stop.set()
-            reader.join()
-            if writer is not None:
-                with contextlib.suppress(BaseException):
-                    writer.queue.put(None)  # ends the writer (it drains on error)
-                writer.join()
-        if stop_flag.is_set() and not summary.interrupted:
-            summary.interrupted, summary.stop_signal = True, stop_flag.signum
-        if writer is not None and writer.error is not None:
-            summary.error = summary.error or f"cannot encode the video ({_reason(writer.error)})"
-        if jsonl_file is not None:
-            jsonl_file.write(json.dumps(summary.end_record()) + "\n")
-        if writer is not None:
-            if writer.error is not None:
-                raise MipnetError(f"{out}: cannot encode the video "
-                                  f"({_reason(writer.error)})") from writer.error
-            summary.audio_packets = writer.packets
-        if spool is not None:
-            spool.write()
-    if isinstance(box_source, TableBoxes):
-        # Outputs are complete and valid either way; no matching frame at all is an error.
-        summary.notices.append(box_source.check_matches(run.frame_ids, "frames"))
-    summary.tracks = tracker.next_id - 1 if tracker is not None else 0
-    summary.seconds = time.perf_counter() - start
-    return summary
-
-
-class _Run:
-    """The consumer side: batches frames through the network and hands them to the writers."""
-
-    def __init__(self, estimator: PoseEstimator, box_source: BoxSource,
-                 tracker: PoseTracker | None, writer: _Writer | None, jsonl_file: IO[str] | None,
-                 spool: _CocoStream | None, summary: VideoSummary, src: _Source,
-                 options: VideoOptions, progress: Callable[[int, int | None], None] | None,
-                 expected: int | None) -> None:
-        self.estimator, self.box_source, self.tracker = estimator, box_source, tracker
-        self.writer, self.jsonl_file, self.spool = writer, jsonl_file, spool
-        self.summary, self.src, self.options = summary, src, options
-        self.progress, self.expected = progress, expected
-        self.pending: list[_Frame | av.Packet] = []
-        self.frame_ids: list[int] = []  # image ids of the frames the network ran on
-        self.latest: tuple[list[Pose], list[Box]] = ([], [])
-        self.trim = _malloc_trim()
-
-    def loop(self, reader: _Reader, stop_flag: StopRequest) -> None:
-        to_infer = 0
-        while not stop_flag.is_set():
-            item = reader.queue.get()
-            if isinstance(item, _End):
-                self.summary.error = item.error
-                break
-            self.pending.append(item)
-            if isinstance(item, _Frame) and item.infer:
-                to_infer += 1
-            if to_infer == self.options.batch_frames or len(self.pending) >= MAX_PENDING:
-                self.flush()
-                to_infer = 0
-        self.flush()
-
-    def flush(self) -> None:
-        """Run the network on the pending frames to infer, then pass everything on in order."""
-        frames = [f for f in self.pending if isinstance(f, _Frame) and f.infer]
-        if frames:
-            images = [f.rgb for f in frames]
-            boxes = self.box_source.boxes(images, [f.index + 1 for f in frames])
-            poses = self.estimator.predict(images, boxes)
-            shown = [person_boxes(b) for b in boxes]
-            results = dict(zip((id(f) for f in frames), zip(poses, shown, strict=True),
-                               strict=True))
-        for item in self.pending:
-            if isinstance(item, _Frame):
-                if item.infer:
-                    frame_poses, frame_boxes = results[id(item)]
-                    self._record(item, frame_poses, frame_boxes)
-                    self.latest = (frame_poses, frame_boxes)
-                if self.writer is not None:
-                    self.writer.send((item, *self.latest))
-                self.summary.frames += 1
-                if self.trim is not None and self.summary.frames % TRIM_EVERY == 0:
-                    self.trim()
-                if self.progress is not None:
-                    self.progress(self.summary.frames, self.expected)
-            elif self.writer is not None:
-                self.writer.send(item)
-        self.pending.clear()
-
-    def _record(self, frame: _Frame, poses: list[Pose], boxes: list[Box]) -> None:
-        if self.tracker is not None:
-            self.tracker.update(poses, frame.time)
-        self.summary.processed += 1
-        self.summary.poses += len(poses)
-        self.frame_ids.append(frame.index + 1)
-        result = ImagePoses(path=str(self.src.path), width=self.src.width,
-                            height=self.src.height, image_id=frame.index + 1, boxes=boxes,
-                            poses=poses, frame_index=frame.index,
-                            timestamp=round(frame.time, 6))
-        if self.jsonl_file is not None:
-            self.jsonl_file.write(json_line(frame_record(result), where=self.jsonl_file.name)
-                                  + "\n")
-            self.jsonl_file.flush()
-        if self.spool is not None:
-            self.spool.add(result)
-
-
-def read_frame_records(path: str | os.PathLike) -> tuple[list[dict], dict | None]:
-    """The frame records of a `--json` JSON Lines file and its end record (None: the run was
-    killed before it ended, so the frames may stop anywhere)."""
-    records, end = [], None
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                record = json.loads(line)
-                if "end" in record:
-                    end = record["end"]
-                else:
-                    records.append(record)
-    return records, end
-
-
-def frame_record(result: ImagePoses) -> dict[str, Any]:
-    """One line of the JSON Lines output: the frame and its poses (COCO keypoint results with
-    `box_id`, `instance` and, when tracking, `track_id`)."""
-    return {
-        "frame_index": result.frame_index,
-        "timestamp": result.timestamp,
-        "image_id": result.image_id,
-        "width": result.width,
-        "height": result.height,
-        "boxes": len(result.boxes),
-        "poses": [pose_result(result.image_id, p) for p in result.poses],
-    }

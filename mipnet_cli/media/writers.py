@@ -5,19 +5,21 @@ Every file is written to a temporary name beside its destination and renamed whe
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterable, Sequence
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import cv2
 import numpy as np
 
-from .errors import MipnetError
-from .io import write_json
-from .keypoints import KeypointSet
+from ..core.errors import MipnetError
+from ..core.files import atomic_path, json_line, remove_stale_temps, temp_prefix, write_json
+from ..core.keypoints import KeypointSet
+from ..core.results import ImagePoses, Pose
 from .render import draw_poses, save_image
-from .results import ImagePoses, Pose
 
 CATEGORY_ID = 1  # "person" in COCO files
 
@@ -188,3 +190,80 @@ def write_overlay(
                        kpt_thresh=kpt_thresh, radius=radius, thickness=thickness,
                        show_boxes=show_boxes, show_scores=show_scores)
     save_image(path, drawn)
+
+
+class CocoStream:
+    """COCO image and annotation entries spooled to a temporary JSONL file, assembled at the end
+    into a COCO dataset (two passes over the file; nothing accumulates in memory)."""
+
+    def __init__(self, path: Path, keypoint_set: KeypointSet, file_name: str, info: dict,
+                 kpt_thresh: float) -> None:
+        self.path, self.keypoint_set, self.file_name = path, keypoint_set, file_name
+        self.info, self.kpt_thresh = info, kpt_thresh
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
+        self.spool: IO[str] = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in close())
+            "w+", encoding="utf-8", prefix=temp_prefix(path), suffix=".jsonl", dir=path.parent)
+
+    def add(self, result: ImagePoses) -> None:
+        part = coco_dataset([result], self.keypoint_set, self.kpt_thresh, [self.file_name])
+        image = part["images"][0] | {"frame_index": result.frame_index,
+                                     "timestamp": result.timestamp}
+        for ann, pose in zip(part["annotations"], result.poses, strict=True):
+            if pose.track_id is not None:
+                ann["track_id"] = int(pose.track_id)
+        self.spool.write(json_line({"image": image, "annotations": part["annotations"]},
+                                   where=self.path) + "\n")
+
+    def _entries(self) -> Iterator[dict]:
+        self.spool.flush()
+        self.spool.seek(0)
+        for line in self.spool:
+            yield json.loads(line)
+
+    def write(self) -> None:
+        """Assemble the dataset at `path` atomically."""
+        with atomic_path(self.path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            f.write('{"info": ' + json.dumps(self.info) + ', "licenses": [], "images": [')
+            for k, entry in enumerate(self._entries()):
+                f.write((", " if k else "") + json.dumps(entry["image"]))
+            f.write('], "annotations": [')
+            ann_id = 0
+            for entry in self._entries():
+                for ann in entry["annotations"]:
+                    ann_id += 1
+                    ann["id"] = ann_id
+                    f.write((", " if ann_id > 1 else "") + json.dumps(ann))
+            f.write('], "categories": ' + json.dumps([self.keypoint_set.coco_category()]) + "}")
+
+    def close(self) -> None:
+        self.spool.close()
+
+
+def read_frame_records(path: str | os.PathLike) -> tuple[list[dict], dict | None]:
+    """The frame records of a `--json` JSON Lines file and its end record (None: the run was
+    killed before it ended, so the frames may stop anywhere)."""
+    records, end = [], None
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                record = json.loads(line)
+                if "end" in record:
+                    end = record["end"]
+                else:
+                    records.append(record)
+    return records, end
+
+
+def frame_record(result: ImagePoses) -> dict[str, Any]:
+    """One line of the JSON Lines output: the frame and its poses (COCO keypoint results with
+    `box_id`, `instance` and, when tracking, `track_id`)."""
+    return {
+        "frame_index": result.frame_index,
+        "timestamp": result.timestamp,
+        "image_id": result.image_id,
+        "width": result.width,
+        "height": result.height,
+        "boxes": len(result.boxes),
+        "poses": [pose_result(result.image_id, p) for p in result.poses],
+    }

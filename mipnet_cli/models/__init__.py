@@ -5,6 +5,7 @@ from .config import ModelConfig, StageSpec, config_from_official, hrnet_stages
 from .hrnet import PoseHRNet
 from .mimb import MIMB, MIMBGroup
 from .movenet import MoveNet
+from .pfs import PfsPoseNet
 from .pose import Candidates, KeypointPoseNet, PoseNet, instance_lambdas, soft_lambda
 from .registry import (
     ARCHITECTURES,
@@ -15,11 +16,10 @@ from .registry import (
     model_config,
 )
 from .resnet import PoseResNet
-from .single_stage import SingleStagePoseNet
 
 __all__ = [
     "ARCHITECTURES", "Candidates", "KeypointPoseNet", "MIMB", "MIMBGroup", "ModelConfig", "MoveNet",
-    "PoseHRNet", "PoseNet", "PoseResNet", "SingleStagePoseNet",
+    "PoseHRNet", "PoseNet", "PoseResNet", "PfsPoseNet",
     "StageSpec", "build_from_config", "build_model", "check_config", "config_from_official",
     "count_parameters",
     "hrnet_stages",

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import torch
 
-from .geometry import ArrayLike, affine_matrices
+from ..core.geometry import ArrayLike, affine_matrices
 
 
 def get_max_preds(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,9 +64,9 @@ def heatmap_to_image(
 ) -> torch.Tensor:
     """Heatmap coordinates ``(..., K, 2)`` -> image pixels, float32 (official ``transform_preds``).
 
-    The inverse crop matrices are built on the CPU (``geometry.affine_matrices``, no rotation) and
-    applied in float64 on the coordinates' device; the result is rounded to float32 as the
-    official code stores it.
+    The inverse crop matrices are built on the CPU (``core.geometry.affine_matrices``, no
+    rotation) and applied in float64 on the coordinates' device; the result is rounded to
+    float32 as the official code stores it.
     """
     lead = coords.shape[:-2]
     m = affine_matrices(centers, scales, heatmap_size, inv=True).reshape(*lead, 1, 2, 3)

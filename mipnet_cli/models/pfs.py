@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..decode import flip_permutation, heatmap_to_image
 from .config import ModelConfig
+from .decode import flip_permutation, heatmap_to_image
 from .pose import Candidates, PoseNet
 from .yolox import PAFPN
 
@@ -95,7 +95,7 @@ def mirror_index(sizes: tuple[tuple[int, int], ...]) -> torch.Tensor:
     return torch.cat(index)
 
 
-class SingleStagePoseNet(PoseNet):
+class PfsPoseNet(PoseNet):
     """YOLOX-Nano backbone + PAFPN, P6/P7, shared heads, optional feature alignment."""
 
     input_mean = (0.0, 0.0, 0.0)
@@ -261,7 +261,7 @@ class SingleStagePoseNet(PoseNet):
         every joint's confidence is the pose score; empty slots have score 0. With a quality
         branch, `psm` holds its predicted OKS of each pose (centerness, for a network trained
         with quality "centerness")."""
-        from ..merge import soft_nms
+        from ..core.oks import soft_nms
 
         k, top = self.config.num_joints, self.config.max_people
         out = out[:, 0].float()
@@ -298,7 +298,7 @@ class SingleStagePoseNet(PoseNet):
         return self.decode_candidates(out, centers, scales, dark).keypoints
 
 
-def yolox_init(model: SingleStagePoseNet, state: dict[str, torch.Tensor]) -> int:
+def yolox_init(model: PfsPoseNet, state: dict[str, torch.Tensor]) -> int:
     """Copy a YOLOX detector's backbone + PAFPN weights (`backbone.*`) into `model.neck`;
     returns how many tensors were copied."""
     neck = {k[len("backbone."):]: v.float() for k, v in state.items()

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 
-from .models.single_stage import STRIDES, DenseOutputs, level_of
+from .pfs import STRIDES, DenseOutputs, level_of
 
 MIN_JOINTS = 3
 
@@ -129,7 +129,7 @@ def _heatmap_focal(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pos.sum() + neg.sum()) / peak.sum().clamp(min=1)
 
 
-def regression_loss(out: DenseOutputs, people: torch.Tensor, boxes: torch.Tensor,
+def pfs_loss(out: DenseOutputs, people: torch.Tensor, boxes: torch.Tensor,
                     areas: torch.Tensor, counts: list[int], sigmas: torch.Tensor,
                     settings: LossSettings) -> tuple[torch.Tensor, dict[str, float]]:
     """The total loss of a batch and its terms (floats, for the log)."""

@@ -17,15 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..decode import (
-    decode_dark,
-    decode_heatmaps,
-    flip_average,
-    flip_permutation,
-    heatmap_to_image,
-)
-from ..geometry import IMAGENET_MEAN, IMAGENET_STD
+from ..core.geometry import IMAGENET_MEAN, IMAGENET_STD
 from .config import ModelConfig
+from .decode import decode_dark, decode_heatmaps, flip_average, flip_permutation, heatmap_to_image
 
 
 def instance_lambdas(num_instances: int) -> torch.Tensor:
@@ -161,7 +155,7 @@ class PoseNet(nn.Module):
         (B, M, K, 2) and `context_vis`, whether each instance fell back to the box's own
         person (`fallback`, (B, N)) and, when training from a teacher, the teacher's
         `train_outputs` for λ = [1, 0] (`teacher`). Here MIPNet's multi-instance heatmap MSE."""
-        from ..losses import multi_instance_loss
+        from .losses import multi_instance_loss
 
         return multi_instance_loss(outputs.float(), targets, weights)
 

@@ -7,9 +7,9 @@ from dataclasses import replace
 from .config import ModelConfig, hrnet_stages
 from .hrnet import PoseHRNet
 from .movenet import MoveNet
+from .pfs import PfsPoseNet
 from .pose import PoseNet
 from .resnet import PoseResNet
-from .single_stage import SingleStagePoseNet
 
 ARCHITECTURES: dict[str, tuple[ModelConfig, str]] = {
     "hrnet_w48": (ModelConfig(stages=hrnet_stages(48), image_size=(384, 288)),
@@ -43,7 +43,7 @@ ARCHITECTURES: dict[str, tuple[ModelConfig, str]] = {
 }
 
 BUILDERS = {"hrnet": PoseHRNet, "resnet": PoseResNet, "movenet": MoveNet,
-            "pfs": SingleStagePoseNet}
+            "pfs": PfsPoseNet}
 
 
 def model_config(name: str, **overrides) -> ModelConfig:

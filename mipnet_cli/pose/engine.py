@@ -10,30 +10,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from .errors import MipnetError
-from .geometry import box_to_center_scale, warp_crops
-from .hardware import autocast_dtype
-from .keypoints import KeypointSet, get_keypoint_set
+from ..checkpoints.format import load_checkpoint
+from ..core.errors import MipnetError
+from ..core.geometry import box_to_center_scale, warp_crops
+from ..core.hardware import autocast_dtype, pick_device
+from ..core.keypoints import KeypointSet, get_keypoint_set
+from ..core.results import Box, Pose
+from ..models import PoseNet, instance_lambdas
 from .merge import box_areas, merge_instances
-from .models import PoseNet, instance_lambdas
-from .results import Box, Pose
 
 
-def whole_image_boxes(images: Sequence[np.ndarray]) -> list[list[Box]]:
-    """One box covering each whole image: what whole-image families take as their "crop"."""
-    return [[Box(np.array([0.0, 0.0, img.shape[1], img.shape[0]]), 1.0, "image", 0)]
-            for img in images]
+class PoseScorer(Protocol):
+    """Scores poses given in image pixels (`--rescore psm`): for each image, one score (P,)
+    for its poses (P, K, 2+). `pose.psm.PsmScorer` is the one shipped."""
 
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """`device`, else CUDA when present, else the CPU."""
-    if device and device != "auto":
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    def score(self, images: Sequence[np.ndarray], poses: Sequence[np.ndarray]
+              ) -> list[np.ndarray]: ...
 
 
 @dataclass
@@ -93,9 +90,9 @@ class PoseEstimator:
         keypoint_set: KeypointSet | str = "coco",
         options: EngineOptions | None = None,
         device: str | torch.device | None = None,
-        scorer=None,
+        scorer: PoseScorer | None = None,
     ) -> None:
-        """`scorer`: a `pose_scoring.PoseScorer`, required by `options.rescore == "psm"`."""
+        """`scorer`: required by `options.rescore == "psm"`, and only then."""
         self.options = options or EngineOptions()
         if self.options.rescore not in ("keypoints", "psm"):
             raise ValueError(f"rescore {self.options.rescore!r}: expected keypoints or psm")
@@ -134,16 +131,9 @@ class PoseEstimator:
     @classmethod
     def from_checkpoint(cls, path: str | Path, options: EngineOptions | None = None,
                         device: str | torch.device | None = None,
-                        scorer_path: str | Path | None = None) -> PoseEstimator:
-        """From a checkpoint; with `scorer_path`, its PSM rescores the poses (rescore psm)."""
-        from .checkpoints import load_checkpoint
-
+                        scorer: PoseScorer | None = None) -> PoseEstimator:
+        """From a checkpoint; with `scorer`, that scorer rescores the poses (rescore psm)."""
         model, meta = load_checkpoint(path)
-        scorer = None
-        if scorer_path is not None:
-            from .pose_scoring import PoseScorer
-
-            scorer = PoseScorer.from_checkpoint(scorer_path, device)
         return cls(model, meta.keypoints, options, device, scorer)
 
     @property

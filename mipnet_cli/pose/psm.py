@@ -1,10 +1,10 @@
 """A learned pose score for any pose: the single-stage network's PSM (`--rescore psm`).
 
 The top-down path scores a pose by its box score and mean keypoint confidence (the official
-rescoring). `PoseScorer` replaces the second factor by the OKS the single-stage network's pose
+rescoring). `PsmScorer` replaces the second factor by the OKS the single-stage network's pose
 scoring module predicts for the pose: the whole image goes through its backbone once, and each
 pose is scored from features sampled at its own keypoints (the feature alignment of
-`SingleStagePoseNet`) at the location and level its pseudo box is assigned to in training.
+`PfsPoseNet`) at the location and level its pseudo box is assigned to in training.
 """
 
 from __future__ import annotations
@@ -14,25 +14,26 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .engine import PoseEstimator, whole_image_boxes
-from .errors import MipnetError
-from .geometry import affine_matrices, affine_transform_points
-from .models.single_stage import SingleStagePoseNet
+from ..core.errors import MipnetError
+from ..core.geometry import affine_matrices, affine_transform_points
+from ..core.results import whole_image_boxes
+from ..models.pfs import PfsPoseNet
+from .engine import PoseEstimator
 
 
-class PoseScorer:
+class PsmScorer:
     """Predicted OKS of poses given in image pixels, from a single-stage checkpoint."""
 
     def __init__(self, estimator: PoseEstimator) -> None:
         model = estimator.model
-        if not isinstance(model, SingleStagePoseNet) or not model.config.feature_align:
+        if not isinstance(model, PfsPoseNet) or not model.config.feature_align:
             raise MipnetError("--rescore psm needs a single-stage checkpoint with feature "
                               "alignment (its PSM scores poses from their keypoints)")
         self.estimator = estimator
-        self.model: SingleStagePoseNet = model
+        self.model: PfsPoseNet = model
 
     @classmethod
-    def from_checkpoint(cls, path: str, device: str | torch.device | None = None) -> PoseScorer:
+    def from_checkpoint(cls, path: str, device: str | torch.device | None = None) -> PsmScorer:
         return cls(PoseEstimator.from_checkpoint(path, device=device))
 
     @torch.no_grad()

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .keypoints import KeypointSet
-from .merge import oks_iou
-from .results import Pose
+from ..core.keypoints import KeypointSet
+from ..core.oks import oks_iou
+from ..core.results import Pose
 
 
 class OneEuroFilter:

@@ -18,10 +18,10 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from ..core.errors import MipnetError
+from ..core.keypoints import COCO17
 from ..data.dataset import load_coco_json, person_category_ids
-from ..errors import MipnetError
-from ..images import read_image
-from ..keypoints import COCO17
+from ..media.images import read_image
 from .background import background
 from .scene import PersonTruth, Scene, _polygons
 

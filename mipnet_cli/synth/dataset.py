@@ -15,10 +15,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import MipnetError
-from ..images import expand_inputs, read_image
-from ..io import atomic_path, write_json
-from ..keypoints import COCO17, KeypointSet
+from ..core.errors import MipnetError
+from ..core.files import atomic_path, write_json
+from ..core.keypoints import COCO17, KeypointSet
+from ..media.images import expand_inputs, read_image
 from .background import background
 from .composite import Cutout, composite_scene, load_cutouts
 from .layouts import LayoutImage, layout_figures, load_layouts

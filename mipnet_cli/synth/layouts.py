@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MipnetError
-from ..keypoints import CROWDPOSE14, KeypointSet, keypoint_set_for
+from ..core.errors import MipnetError
+from ..core.keypoints import CROWDPOSE14, KeypointSet, keypoint_set_for
 from .body import (
     FACE_LOCAL,
     HEAD,

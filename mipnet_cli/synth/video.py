@@ -20,9 +20,9 @@ import av
 import cv2
 import numpy as np
 
-from ..errors import MipnetError
-from ..io import atomic_path, write_json
-from ..keypoints import COCO17
+from ..core.errors import MipnetError
+from ..core.files import atomic_path, write_json
+from ..core.keypoints import COCO17
 from .background import background
 from .body import L_TOE, Figure, Proportions, gait_pose, pose_figure, sample_proportions
 from .dataset import SynthStats, annotation, keep_visible

@@ -20,14 +20,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .data.dataset import load_coco_json, person_category_ids
-from .detector import PersonDetector
-from .detector_models import SMALL_PERSON_DETECTOR
-from .engine import pick_device
-from .errors import MipnetError
-from .images import read_image
-from .train import DataPaths, EpochTrainer, read_settings
-from .yolox_detector import YoloxPersonDetector
+from ..core.errors import MipnetError
+from ..core.hardware import pick_device
+from ..data.dataset import load_coco_json, person_category_ids
+from ..detect.person_rcnn import SMALL_PERSON_DETECTOR
+from ..detect.torchvision_detectors import PersonDetector
+from ..detect.yolox import YoloxPersonDetector
+from ..media.images import read_image
+from .heatmap import DataPaths, EpochTrainer, read_settings
 
 Target = dict[str, torch.Tensor]
 

@@ -19,14 +19,19 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from .checkpoints import load_checkpoint, read_foreign_state_dict, read_meta, save_checkpoint
-from .data import AugmentConfig, KeypointDataset
-from .engine import EngineOptions, PoseEstimator, pick_device
-from .errors import MipnetError
-from .hardware import autocast_dtype, cpu_model
-from .io import atomic_path
-from .models import MIMB, PoseNet, build_model, instance_lambdas
-from .validation import evaluate_predictions, predict_dataset
+from ..checkpoints.format import (
+    load_checkpoint,
+    read_foreign_state_dict,
+    read_meta,
+    save_checkpoint,
+)
+from ..core.errors import MipnetError
+from ..core.files import atomic_path
+from ..core.hardware import autocast_dtype, cpu_model, pick_device
+from ..data import AugmentConfig, KeypointDataset
+from ..evaluate.predictions import evaluate_predictions, predict_dataset
+from ..models import MIMB, PoseNet, build_model, instance_lambdas
+from ..pose.engine import EngineOptions, PoseEstimator
 
 
 @dataclass
@@ -367,7 +372,7 @@ class Trainer(PoseRunTrainer):
             heatmap_size=(size[0] // 4, size[1] // 4), sigma=config.sigma,
             num_instances=config.instances, train=True, augment=AugmentConfig(**config.augment))
         if config.keypoints and config.keypoints != self.train_set.keypoint_set.name:
-            from .keypoints import get_keypoint_set
+            from ..core.keypoints import get_keypoint_set
 
             self.train_set.keypoint_set = get_keypoint_set(config.keypoints)
         self.keypoints = self.train_set.keypoint_set

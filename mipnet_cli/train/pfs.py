@@ -2,7 +2,7 @@
 
 The backbone and neck start from a converted YOLOX detector (COCO-trained features) or from a
 single-stage checkpoint; the P6/P7 convolutions and the heads start fresh. Whole images go in
-(`data.scenes.SceneDataset`); `regression_loss` gives the loss. Validation runs the model as
+(`data.scenes.SceneDataset`); `pfs_loss` gives the loss. Validation runs the model as
 `mipnet predict` does (whole image, flip test) and scores the results with pycocotools.
 """
 
@@ -18,21 +18,22 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
-from .checkpoints import read_meta
-from .data.scenes import SceneAugment, SceneDataset
-from .engine import EngineOptions, PoseEstimator, pick_device
-from .errors import MipnetError
-from .evaluate import operating_point
-from .keypoints import get_keypoint_set
-from .models import build_model
-from .models.single_stage import SingleStagePoseNet, yolox_init
-from .regression_loss import LossSettings, regression_loss
-from .train import DataPaths, PoseRunTrainer, parse_override, read_settings, toml_settings
-from .validation import predict_scenes, score_results
+from ..checkpoints.format import read_meta
+from ..core.errors import MipnetError
+from ..core.hardware import pick_device
+from ..core.keypoints import get_keypoint_set
+from ..data.scenes import SceneAugment, SceneDataset
+from ..evaluate.coco import operating_point
+from ..evaluate.predictions import predict_scenes, score_results
+from ..models import build_model
+from ..models.pfs import PfsPoseNet, yolox_init
+from ..models.pfs_loss import LossSettings, pfs_loss
+from ..pose.engine import EngineOptions, PoseEstimator
+from .heatmap import DataPaths, PoseRunTrainer, parse_override, read_settings, toml_settings
 
 
 @dataclass
-class RegressionTrainConfig(DataPaths):
+class PfsTrainConfig(DataPaths):
     """A single-stage training run; TOML files and `--set key=value` fill it."""
 
     keypoints: str | None = None
@@ -65,7 +66,7 @@ class RegressionTrainConfig(DataPaths):
                                         "init", "out_dir")
 
     @classmethod
-    def load(cls, path: str | Path | None, overrides: list[str] = ()) -> RegressionTrainConfig:
+    def load(cls, path: str | Path | None, overrides: list[str] = ()) -> PfsTrainConfig:
         values = read_settings(cls, path, overrides, paths=cls.PATHS,
                                tuples=("input_size", "lr_steps"), tables=("augment",))
         config = cls(**values)
@@ -85,7 +86,7 @@ def _collate(batch):
             list(counts))
 
 
-def initialise_regression(model: SingleStagePoseNet, path: str | Path) -> str:
+def initialise_pfs(model: PfsPoseNet, path: str | Path) -> str:
     """Load a YOLOX detector's backbone + neck, or a whole single-stage checkpoint whose
     tensors match; a line saying what was loaded."""
     path = Path(path)
@@ -101,10 +102,10 @@ def initialise_regression(model: SingleStagePoseNet, path: str | Path) -> str:
     return f"{len(matched)} of {len(own)} tensors from {path.name}"
 
 
-class RegressionTrainer(PoseRunTrainer):
+class PfsTrainer(PoseRunTrainer):
     """One run in `config.out_dir`: last/best.safetensors, state.pt, log.jsonl, curves.png."""
 
-    def __init__(self, config: RegressionTrainConfig, device: str | None = None) -> None:
+    def __init__(self, config: PfsTrainConfig, device: str | None = None) -> None:
         super().__init__(config, pick_device(device))
         size = tuple(config.input_size)
         if size[0] != size[1]:
@@ -118,9 +119,9 @@ class RegressionTrainer(PoseRunTrainer):
                                  num_joints=self.keypoints.num_joints,
                                  feature_align=config.feature_align,
                                  quality_score=config.quality != "none").to(self.device)
-        if not isinstance(self.model, SingleStagePoseNet):
+        if not isinstance(self.model, PfsPoseNet):
             raise MipnetError(f"{config.arch} is not a single-stage architecture")
-        self.init_report = initialise_regression(self.model, config.init) if config.init \
+        self.init_report = initialise_pfs(self.model, config.init) if config.init \
             else None
         backbone = [p for n, p in self.model.named_parameters() if n.startswith("neck.")]
         heads = [p for n, p in self.model.named_parameters() if not n.startswith("neck.")]
@@ -160,7 +161,7 @@ class RegressionTrainer(PoseRunTrainer):
                 raise KeyboardInterrupt
             x = images.to(self.device).float()
             out = self.model.train_outputs(x)
-            loss, terms = regression_loss(out, people.to(self.device), boxes.to(self.device),
+            loss, terms = pfs_loss(out, people.to(self.device), boxes.to(self.device),
                                           areas.to(self.device), counts, self.sigmas, c.loss)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -200,10 +201,10 @@ class RegressionTrainer(PoseRunTrainer):
                 "operating_point": point}
 
 
-def is_regression_config(path: str | Path | None, overrides: list[str]) -> bool:
+def is_pfs_config(path: str | Path | None, overrides: list[str]) -> bool:
     """Whether a training config names a single-stage architecture (an unreadable config is
     not; its own loader reports why)."""
-    from .models.registry import ARCHITECTURES
+    from ..models.registry import ARCHITECTURES
 
     try:
         values = toml_settings(path, ("augment",)) if path is not None else {}

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import MipnetError
+from ...core.errors import MipnetError
 
 # Published files whose origin and licence we know, by sha256.
 KNOWN_SOURCES: dict[str, dict[str, str]] = {
@@ -48,7 +48,7 @@ class Converted:
 
 
 def _source_facts(src: Path) -> dict:
-    from ..checkpoints import sha256_of
+    from ..format import sha256_of
 
     digest = sha256_of(src)
     facts = {"source_file": src.name, "source_sha256": digest,
@@ -72,7 +72,7 @@ def convert_file(src: str | os.PathLike, out: str | os.PathLike, half: bool = Fa
         raise MipnetError(f"{out}: the output would overwrite the source file")
     suffix = src.suffix.lower()
     if suffix == ".onnx":
-        from ..yolox_detector import builder_for, save_yolox
+        from ..detector import builder_for, save_yolox
         from .yolox import yolox_from_onnx
 
         model = yolox_from_onnx(src)
@@ -80,7 +80,7 @@ def convert_file(src: str | os.PathLike, out: str | os.PathLike, half: bool = Fa
         save_yolox(out, model, provenance, half=half)
         return Converted("detector", builder_for(model.config), out, provenance)
     if suffix == ".json":
-        from ..checkpoints import save_checkpoint
+        from ..format import save_checkpoint
         from .movenet import movenet_from_tfjs
 
         pose = movenet_from_tfjs(src)

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import MipnetError
-from ..models import MoveNet, build_model
-from ..models.movenet import HEAD_CHANNELS
+from ...core.errors import MipnetError
+from ...models import MoveNet, build_model
+from ...models.movenet import HEAD_CHANNELS
 from .tfjs import TfjsModel, read_tfjs
 
 _PREFIX = "StatefulPartitionedCall/"

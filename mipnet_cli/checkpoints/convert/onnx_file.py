@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MipnetError
+from ...core.errors import MipnetError
 
 # TensorProto.DataType -> numpy dtype (the types networks store weights in).
 _DTYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 5: np.int16, 6: np.int32, 7: np.int64,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MipnetError
+from ...core.errors import MipnetError
 
 _STORED = {"float32": np.float32, "float16": np.float16, "int32": np.int32, "uint8": np.uint8,
            "uint16": np.uint16, "bool": np.bool_}

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import MipnetError
-from ..models.yolox import YOLOX, YoloxConfig
+from ...core.errors import MipnetError
+from ...models.yolox import YOLOX, YoloxConfig
 from .onnx_file import OnnxGraph, read_onnx
 
 
