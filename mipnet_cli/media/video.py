@@ -1,15 +1,9 @@
-"""Pose videos: PyAV decode -> batched boxes and poses -> overlays -> H.264 encode, pipelined.
+"""Video decode and encode on threads, with PyAV: the two ends of `annotate.video`.
 
-Three threads overlap: a reader decodes frames (and demuxes the audio packets) into a bounded
-queue, the calling thread runs the detector and the pose network on several frames at once, and
-a writer draws the skeletons, encodes the video and remuxes the audio packets untouched. The
-output keeps the source's frame rate and every frame's timestamp (shifted to start at 0 with
-`start`); with `stride` the network runs on every stride-th frame and the frames between show
-the latest poses. Per-frame results stream to a JSON Lines file (flushed each frame); a COCO
-dataset is assembled at the end from a temporary JSONL file, so memory stays flat.
-
-Ctrl-C (SIGINT) finishes the frames being processed and closes every file valid; a truncated
-or damaged input ends the run the same way, with the reason in `VideoSummary.error`.
+`FrameReader` decodes the frames of a time range (and demuxes the audio packets that go with
+them) into a bounded queue, with timestamps shifted to start at 0; `VideoWriter` draws the
+poses on each frame, encodes H.264 (MPEG-4 Part 2 where PyAV has no libx264) and remuxes the
+audio packets untouched. `VideoOptions` holds what either end and the pipeline need.
 """
 
 from __future__ import annotations

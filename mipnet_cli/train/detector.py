@@ -27,7 +27,7 @@ from ..detect.person_rcnn import SMALL_PERSON_DETECTOR
 from ..detect.torchvision_detectors import PersonDetector
 from ..detect.yolox import YoloxPersonDetector
 from ..media.images import read_image
-from .heatmap import DataPaths, EpochTrainer, read_settings
+from .base import DataPaths, EpochTrainer, read_settings
 
 Target = dict[str, torch.Tensor]
 

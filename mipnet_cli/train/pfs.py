@@ -29,7 +29,7 @@ from ..models import build_model
 from ..models.pfs import PfsPoseNet, yolox_init
 from ..models.pfs_loss import LossSettings, pfs_loss
 from ..pose.engine import EngineOptions, PoseEstimator
-from .heatmap import DataPaths, PoseRunTrainer, parse_override, read_settings, toml_settings
+from .base import DataPaths, PoseRunTrainer, parse_override, read_settings, toml_settings
 
 
 @dataclass
