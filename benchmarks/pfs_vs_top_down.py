@@ -100,7 +100,8 @@ def crowd_sets(folder: Path, count: int) -> dict[int, Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path,
-                        default=ROOT / "weights" / "pfs_nano_composites.safetensors")
+                        default=ROOT / "runs" / "pfs_nano" / "best.safetensors",
+                        help="a pfs checkpoint (configs/pfs_nano*.toml; none ships)")
     parser.add_argument("--timing-images", type=int, default=10,
                         help="images per people count in the timing table (0: no timing)")
     parser.add_argument("--json", type=Path,

@@ -175,7 +175,6 @@ def _bad_sources(weights_src: Path, tmp_path: Path) -> list[tuple[str, Path, str
         ("not a network", text_onnx, "not an ONNX model"),
         ("other architecture", weights_src / "detectors" / "nanodet_m_320.onnx",
          "not a YOLOX network"),
-        ("multi-pose", weights_src / "movenet" / "movenet-multipose.json", "MultiPose"),
         ("truncated shards", folder / "model.json", "truncated"),
         ("not JSON", not_json, "not a TF.js graph model"),
     ]

@@ -134,7 +134,7 @@ def hidden(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
 
-PREDICT = ("predict", "--device", "cpu", "--no-flip")
+PREDICT = ("predict", "--device", "cpu", "--no-flip", "--no-recover")  # top-down alone
 
 
 def _predict(capsys, weights: Path, *argv: object) -> Run:
@@ -143,7 +143,7 @@ def _predict(capsys, weights: Path, *argv: object) -> Run:
 
 def _video(capsys, kit, *argv: object) -> Run:
     return _run(capsys, "video", kit["clip"], "--weights", kit["ckpt"], "--gt", kit["clip_gt"],
-                "--device", "cpu", "--no-flip", *argv)
+                "--device", "cpu", "--no-flip", "--no-recover", *argv)
 
 
 # --- 1. output paths: checked before any work ---------------------------------------------
@@ -711,6 +711,23 @@ SINGLE_STAGE_CASES = {
                                   ("needs a single-stage checkpoint",)),
     "--rescore unknown": (lambda k, s, t: ["--weights", k["ckpt"], "--rescore", "maybe"],
                           ("rescore 'maybe'", "keypoints or psm")),
+    "--input-size on a top-down network": (lambda k, s, t: ["--weights", k["ckpt"],
+                                                            "--input-size", "256"],
+                                           ("--input-size", "whole-image networks")),
+    "--input-size not a multiple of 32": (lambda k, s, t: ["--weights", s, "--input-size", "100"],
+                                          ("--input-size", "multiple of 32")),
+    "--max-people on a top-down network": (lambda k, s, t: ["--weights", k["ckpt"],
+                                                            "--max-people", "5"],
+                                           ("--max-people", "whole-image networks")),
+    "--recover with a whole-image network": (lambda k, s, t: ["--weights", s, "--recover"],
+                                             ("crowd recovery", "top-down one as --weights")),
+    "--recover-weights top-down": (lambda k, s, t: ["--weights", k["ckpt"], "--recover",
+                                                    "--recover-weights", k["ckpt"]],
+                                   ("crowd recovery", "whole-image checkpoint")),
+    "--recover-weights with --no-recover": (lambda k, s, t: ["--weights", k["ckpt"],
+                                                             "--no-recover",
+                                                             "--recover-weights", s],
+                                            ("--recover-weights", "--no-recover")),
 }
 
 

@@ -55,7 +55,8 @@ def test_predict_gt_boxes_end_to_end(realdata_dir, tiny_ckpt, tmp_path, capsys, 
     ann = folder / SETS[name]
     photos = sorted(folder.glob("*.jpg"))
     results, dataset, out = tmp_path / "r.json", tmp_path / "d.json", tmp_path / "ov"
-    code = run_app(["predict", *map(str, photos), "--gt", str(ann), "--weights", str(tiny_ckpt),
+    code = run_app(["predict", "--no-recover",
+                    *map(str, photos), "--gt", str(ann), "--weights", str(tiny_ckpt),
                     "--json", str(results), "--coco", str(dataset), "--out", str(out),
                     "--device", "cpu", "--show-boxes"])
     assert code == 0, capsys.readouterr()
@@ -123,7 +124,8 @@ def test_detection_file_boxes(realdata_dir, tiny_ckpt, tmp_path, capsys) -> None
     dets = json.loads(dets_path.read_text())
     results = tmp_path / "r.json"
     # No --gt: image ids come from the COCO file names (000000000785.jpg -> 785).
-    code = run_app(["predict", str(folder), "--boxes", str(dets_path), "--det-thresh", "0.5",
+    code = run_app(["predict", "--no-recover",
+                    str(folder), "--boxes", str(dets_path), "--det-thresh", "0.5",
                     "--weights", str(tiny_ckpt), "--json", str(results), "--device", "cpu",
                     "--no-flip", "--instances", "1"])
     assert code == 0, capsys.readouterr()
@@ -157,7 +159,7 @@ def test_bad_files_are_reported_and_skipped(realdata_dir, tiny_ckpt, tmp_path, c
     dets_path.write_text(json.dumps(dets))
     results, dataset, out = tmp_path / "r.json", tmp_path / "d.json", tmp_path / "ov"
     inputs = [str(photos / f) for f in ("1.jpg", "2.png", "3.jpg", "4.jpg", "5.jpg")]
-    code = run_app(["predict", *inputs, str(missing), "--boxes", str(dets_path),
+    code = run_app(["predict", "--no-recover", *inputs, str(missing), "--boxes", str(dets_path),
                     "--weights", str(tiny_ckpt), "--json", str(results), "--coco", str(dataset),
                     "--out", str(out), "--device", "cpu", "--batch-size", "2"])
     captured = capsys.readouterr()
@@ -196,7 +198,7 @@ def test_detector_boxes(realdata_dir, tiny_ckpt, tmp_path, capsys) -> None:
     folder = realdata_dir / "mmpose_tests" / "ochuman"
     photos = [folder / "003896.jpg", folder / "000817.jpg"]
     results = tmp_path / "r.json"
-    code = run_app(["predict", *map(str, photos), "--detector",
+    code = run_app(["predict", "--no-recover", *map(str, photos), "--detector",
                     "fasterrcnn_mobilenet_v3_large_320_fpn", "--detector-weights", str(det_path),
                     "--det-thresh", "0.9", "--det-nms", "0", "--weights", str(tiny_ckpt),
                     "--json", str(results), "--device", "cpu", "--no-flip", "--instances", "1"])

@@ -74,7 +74,7 @@ def test_train_and_eval_commands(realdata_dir, tmp_path, capsys, monkeypatch):
     assert set(record["val"]) == {"merged", "instance0", "instance1"}
     capsys.readouterr()
     report = tmp_path / "eval.json"
-    code = run_app(["eval", str(coco / "test_coco.json"), str(coco), "--weights",
+    code = run_app(["eval", "--no-recover", str(coco / "test_coco.json"), str(coco), "--weights",
                     str(out / "best.safetensors"),
                     "--boxes", str(coco / "test_coco_det_AP_H_56.json"),
                     "--sweep", "--json", str(report), "--plot", str(tmp_path / "sweep.png")])

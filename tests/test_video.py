@@ -84,7 +84,7 @@ def _lines(path: Path) -> list[dict]:
 
 
 def _run(capsys, *args) -> tuple[int, str]:
-    code = run_app(["video", *map(str, args), "--device", "cpu", "--no-flip"])
+    code = run_app(["video", *map(str, args), "--device", "cpu", "--no-flip", "--no-recover"])
     captured = capsys.readouterr()
     return code, captured.out + captured.err
 

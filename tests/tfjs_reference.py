@@ -1,5 +1,6 @@
 """An independent NumPy evaluation of a TF.js graph, node by node (the reference that proves a
-converted network is the published one). Covers the ops of the MoveNet SinglePose graphs."""
+converted network is the published one). Covers the ops of the MoveNet SinglePose and MultiPose
+graphs (MultiPose: any input whose sides are multiples of 32)."""
 
 from __future__ import annotations
 
@@ -43,8 +44,36 @@ def _resize_bilinear_half_pixel(x: np.ndarray, size: tuple[int, int]) -> np.ndar
     return out
 
 
-def run_graph(model: TfjsModel, image: np.ndarray) -> np.ndarray:
-    """The graph's output for one (1, S, S, 3) int32 input, in float64 arithmetic."""
+def _max_pool_same(x: np.ndarray, k: int) -> np.ndarray:
+    """NHWC max pooling, stride 1, SAME padding (padding never wins)."""
+    n, h, w, c = x.shape
+    total = k - 1
+    xp = np.pad(x, [(0, 0), (total // 2, total - total // 2), (total // 2, total - total // 2),
+                    (0, 0)], constant_values=-np.inf)
+    return sliding_window_view(xp, (k, k), axis=(1, 2)).max(axis=(-2, -1))
+
+
+def _strided_slice(x: np.ndarray, node, begin, end, strides) -> np.ndarray:
+    """TensorFlow's StridedSlice with begin/end/new-axis/shrink masks (no ellipsis)."""
+    assert not node.attr("ellipsis_mask", 0)
+    bm, em = node.attr("begin_mask", 0), node.attr("end_mask", 0)
+    nm, sm = node.attr("new_axis_mask", 0), node.attr("shrink_axis_mask", 0)
+    index: list = []
+    for i, (b, e, s) in enumerate(zip(begin, end, strides, strict=True)):
+        if nm >> i & 1:
+            index.append(None)
+        elif sm >> i & 1:
+            index.append(int(b))
+        else:
+            index.append(slice(None if bm >> i & 1 else int(b), None if em >> i & 1 else int(e),
+                               int(s)))
+    return np.asarray(x)[tuple(index)]
+
+
+def run_graph(model: TfjsModel, image: np.ndarray, outputs: tuple[str, ...] = ()
+              ) -> np.ndarray | dict[str, np.ndarray]:
+    """The graph's output for one (1, H, W, 3) int32 input, in float64 arithmetic; with
+    `outputs`, the values of those nodes instead (name -> array)."""
     values: dict[str, np.ndarray] = {}
     for name, w in model.weights.items():
         values[name] = w.astype(np.float64) if w.dtype == np.float32 else w
@@ -117,7 +146,50 @@ def run_graph(model: TfjsModel, image: np.ndarray) -> np.ndarray:
         elif op == "Identity":
             r = a[0]
             out = r
+        elif op == "Shape":
+            r = np.array(np.shape(a[0]), np.int64)
+        elif op == "Size":
+            r = np.array(np.size(a[0]), np.int64)
+        elif op == "StridedSlice":
+            r = _strided_slice(a[0], node, *(np.asarray(v).ravel() for v in a[1:]))
+        elif op == "MaxPool":
+            assert node.attr("padding") == "SAME" and node.attr("strides") == [1, 1, 1, 1]
+            r = _max_pool_same(a[0], node.attr("ksize")[1])
+        elif op == "Abs":
+            r = np.abs(a[0])
+        elif op == "Exp":
+            r = np.exp(a[0])
+        elif op == "Reciprocal":
+            r = 1 / a[0]
+        elif op in ("Less", "Greater", "GreaterEqual", "Equal", "LogicalAnd", "Maximum",
+                    "Minimum"):
+            r = {"Less": np.less, "Greater": np.greater, "GreaterEqual": np.greater_equal,
+                 "Equal": np.equal, "LogicalAnd": np.logical_and, "Maximum": np.maximum,
+                 "Minimum": np.minimum}[op](a[0], a[1])
+        elif op == "AddN":
+            r = sum(a[1:], a[0])
+        elif op == "Range":
+            r = np.arange(a[0], a[1], a[2]).astype(np.float64)
+        elif op == "Fill":
+            r = np.full([int(v) for v in np.asarray(a[0]).ravel()], a[1])
+        elif op == "Tile":
+            r = np.tile(a[0], [int(v) for v in np.asarray(a[1]).ravel()])
+        elif op == "Select":
+            r = np.where(a[0], a[1], a[2])
+        elif op in ("Max", "Sum"):
+            axis = tuple(int(v) for v in np.asarray(a[1]).ravel())
+            r = (np.max if op == "Max" else np.sum)(a[0], axis=axis,
+                                                     keepdims=bool(node.attr("keep_dims")))
+        elif op == "Split":
+            axis = int(np.asarray(a[0]).ravel()[0])
+            r = np.split(a[1], node.attr("num_split"), axis=axis)
+        elif op == "TopKV2":
+            k = int(np.asarray(a[1]).ravel()[0])
+            order = np.argsort(-a[0], axis=-1, kind="stable")[..., :k]
+            r = [np.take_along_axis(a[0], order, -1), order.astype(np.int64)]
         else:
             raise NotImplementedError(op)
         values[node.name] = r
+    if outputs:
+        return {name: get(name) for name in outputs}
     return out

@@ -11,13 +11,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from ..checkpoints.format import load_checkpoint
 from ..checkpoints.zoo import (
     resolve_pose_weights,
+    resolve_recovery_weights,
     resolve_scorer_weights,
 )
 from ..core.errors import MipnetError
@@ -40,22 +42,40 @@ class ImageFailure:
 
 def load_estimator(weights: str | os.PathLike | None, engine: EngineOptions | None = None,
                    device: str | None = None, min_instances: int = 1,
-                   scorer: str | None = None) -> PoseEstimator:
+                   scorer: str | None = None, recover: bool | None = None,
+                   recover_weights: str | None = None) -> PoseEstimator:
     """A pose estimator from a checkpoint path, a zoo name or None (the shipped default with
     at least `min_instances` instances), on `device` (auto: CUDA when present). With
-    `engine.rescore == "psm"`, the single-stage checkpoint `scorer` (default: the shipped
-    one) scores the poses."""
+    `engine.rescore == "psm"`, the single-stage checkpoint `scorer` (default: one in the zoo,
+    if any) scores the poses. With `recover` (None: for every top-down network), a whole-image
+    network (`recover_weights`, default the shipped MoveNet MultiPose) also runs on each image
+    and its poses are merged in (crowd recovery); `engine.input_size` and `max_people` then
+    apply to it."""
     spec = None if weights is None else str(weights)
-    psm = engine is not None and engine.rescore == "psm"
+    engine = engine or EngineOptions()
+    psm = engine.rescore == "psm"
     if scorer is not None and not psm:
         raise MipnetError("--scorer scores poses with --rescore psm: add it, or leave out "
                           "--scorer")
+    if recover_weights is not None and recover is False:
+        raise MipnetError("--recover-weights names the network of --recover: leave out "
+                          "--no-recover, or --recover-weights")
     try:
         device = pick_device(device)
+        model, meta = load_checkpoint(resolve_pose_weights(spec, min_instances))
+        if recover is None:
+            recover = not model.whole_image and min_instances <= 1
         psm_scorer = (PsmScorer.from_checkpoint(resolve_scorer_weights(scorer), device)
                       if psm else None)
-        return PoseEstimator.from_checkpoint(resolve_pose_weights(spec, min_instances), engine,
-                                             device, psm_scorer)
+        recovery = None
+        if recover:
+            recovery = PoseEstimator.from_checkpoint(
+                resolve_recovery_weights(recover_weights),
+                EngineOptions(flip_test=engine.flip_test, half=engine.half,
+                              input_size=engine.input_size, max_people=engine.max_people),
+                device)
+            engine = replace(engine, input_size=None, max_people=None)
+        return PoseEstimator(model, meta.keypoints, engine, device, psm_scorer, recovery)
     except ValueError as exc:
         raise MipnetError(str(exc)) from None
 
@@ -134,6 +154,8 @@ class Annotator:
         device: str | None = None,
         images_per_batch: int = 8,
         scorer: str | None = None,
+        recover: bool | None = None,
+        recover_weights: str | None = None,
     ) -> Annotator:
         """Build from user settings.
 
@@ -142,11 +164,12 @@ class Annotator:
         `detector` or `detector_weights` is named, else from a detector (see `detector_boxes`:
         torchvision's COCO Faster R-CNN, offline the shipped YOLOX-Nano; `det_thresh` 0.5).
         `gt` also gives the image ids. `weights=None` takes the shipped default pose model;
-        `scorer` the single-stage checkpoint of `engine.rescore == "psm"` (see
-        `load_estimator`).
+        `scorer` the single-stage checkpoint of `engine.rescore == "psm"`, `recover` and
+        `recover_weights` the crowd-recovery pass (see `load_estimator`).
         """
         torch_device = pick_device(device)
-        estimator = load_estimator(weights, engine, str(torch_device), scorer=scorer)
+        estimator = load_estimator(weights, engine, str(torch_device), scorer=scorer,
+                                   recover=recover, recover_weights=recover_weights)
         source = box_source(boxes=boxes, gt=gt, detector=detector,
                             detector_weights=detector_weights, det_thresh=det_thresh,
                             det_nms=det_nms, det_sizes=det_sizes, device=torch_device,

@@ -189,8 +189,17 @@ def resolve_scorer_weights(spec: str | None) -> Path:
         if (entry.kind == "pose" and base is not None and base[0].arch == "pfs"
                 and entry.local_path() is not None):
             return entry.local_path()
-    raise MipnetError("--rescore psm: no single-stage checkpoint shipped in weights/; pass "
-                      "--scorer FILE")
+    raise MipnetError("--rescore psm: no single-stage (pfs) checkpoint ships in weights/; "
+                      "train one (configs/pfs_nano.toml) and pass --scorer FILE")
+
+
+RECOVERY_DEFAULT = "movenet-multipose-coco"
+
+
+def resolve_recovery_weights(spec: str | None) -> Path:
+    """The whole-image checkpoint of crowd recovery (--recover): a path or zoo name, or None
+    for the shipped MoveNet MultiPose."""
+    return resolve_pose_weights(RECOVERY_DEFAULT if spec is None else spec)
 
 
 def resolve_pose_weights(spec: str | None, min_instances: int = 1) -> Path:

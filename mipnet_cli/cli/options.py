@@ -73,12 +73,31 @@ Rescore = Annotated[str, typer.Option(
     help="pose score besides the box score: keypoints (mean confident joint score, official) "
          "or psm (the OKS the single-stage network's pose scoring module predicts)")]
 Scorer = Annotated[str | None, typer.Option(
-    help="single-stage checkpoint whose PSM scores poses with --rescore psm (default: the "
-         "shipped one)")]
+    help="single-stage (pfs) checkpoint whose PSM scores poses with --rescore psm (none ships: "
+         "train one with configs/pfs_nano.toml)")]
 KptThresh = Annotated[float | None, typer.Option(
     help="joints below this confidence are not drawn, labelled visible in --coco nor tracked "
          "(default: the model's, 0.3 for heatmap networks; a single-stage model's joints carry "
          "its pose score, and its default is the F1-best score on its validation set)")]
+InputSize = Annotated[int | None, typer.Option(
+    min=32, max=2048,
+    help="whole-image networks (MoveNet MultiPose, pfs): the side of the square letterbox the "
+         "image is scaled into (never enlarged by MultiPose), a multiple of 32; larger finds "
+         "smaller people, slower (default: the checkpoint's, 384 for MoveNet MultiPose; with "
+         "--recover it sets the recovery network's)")]
+MaxPeople = Annotated[int | None, typer.Option(
+    min=1, help="whole-image networks: the most people decoded per image (default: the "
+                "checkpoint's; 20 for MoveNet MultiPose, which was published capped at 6)")]
+Recover = Annotated[bool | None, typer.Option(
+    "--recover/--no-recover",
+    help="crowd recovery: also run a whole-image network (MoveNet MultiPose) on each image and "
+         "merge its poses with the top-down ones (scores halved, OKS-NMS 0.7), so that people "
+         "without a box, and the occluded person whose top-down pose copied the one in front, "
+         "come back (coco_mini AP +1.6, held-out composites +1.2, 0 to +0.6 on the other real "
+         "sets; about 0.15 s more per image on 2 CPU cores). Default: on for top-down networks",
+    show_default=False)]
+RecoverWeights = Annotated[str | None, typer.Option(
+    help="whole-image checkpoint of --recover (default: the shipped MoveNet MultiPose)")]
 ShowBoxes = Annotated[bool, typer.Option(help="draw the person boxes")]
 ShowScores = Annotated[bool, typer.Option(help="write pose and joint scores")]
 

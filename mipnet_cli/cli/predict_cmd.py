@@ -75,6 +75,10 @@ def predict(
     half: opt.Half = False,
     rescore: opt.Rescore = "keypoints",
     scorer: opt.Scorer = None,
+    input_size: opt.InputSize = None,
+    max_people: opt.MaxPeople = None,
+    recover: opt.Recover = None,
+    recover_weights: opt.RecoverWeights = None,
     recursive: bool = typer.Option(False, help="search folders recursively"),
     json_out: Path | None = typer.Option(
         None, "--json", help="write COCO keypoint results (with box_id and instance)"),
@@ -113,11 +117,12 @@ def predict(
                                   "choose another folder")
     engine = EngineOptions(flip_test=flip, dark=dark, instances=instances,
                            instance_decay=instance_decay, batch_size=crop_batch, half=half,
-                           rescore=rescore)
+                           rescore=rescore, input_size=input_size, max_people=max_people)
     annotator = Annotator.from_options(
         weights, detector=detector, detector_weights=detector_weights, det_thresh=det_thresh,
         det_nms=det_nms, det_sizes=opt.parse_det_sizes(det_size), boxes=boxes, gt=gt,
-        engine=engine, device=device, images_per_batch=batch_size, scorer=scorer)
+        engine=engine, device=device, images_per_batch=batch_size, scorer=scorer,
+        recover=recover, recover_weights=recover_weights)
     opt.model_notices(weights, annotator.box_source, detector)
     matches = annotator.check_box_matches(files)
     if matches is not None:

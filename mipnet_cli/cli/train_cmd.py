@@ -44,6 +44,7 @@ def train(
     curves.png to the run folder. Multi-GPU: `torchrun --nproc-per-node 8 -m mipnet_cli train ...`.
     """
     from ..train.heatmap import TrainConfig, Trainer
+    from ..train.multipose import is_multipose_config
     from ..train.pfs import is_pfs_config
 
     overrides = list(set_)
@@ -52,6 +53,9 @@ def train(
             overrides.append(f"{key}={json.dumps(str(value)) if key == 'out_dir' else value}")
     if is_pfs_config(config, overrides):
         _train_pfs(config, overrides, resume, device)
+        return
+    if is_multipose_config(config, overrides):
+        _train_multipose(config, overrides)
         return
     cfg = TrainConfig.load(config, overrides)
     trainer = Trainer(cfg, device=device, console=console)
@@ -97,6 +101,24 @@ def _train_pfs(config: Path | None, overrides: list[str], resume: bool,
         ap = f", val AP {last['val']['merged']['AP']:.3f}" if "val" in last else ""
         say("done:", "green", f"epoch {last['epoch']}, loss {last['loss']:.3e}{ap}; "
             f"checkpoints in {trainer.out}", stderr=False)
+
+
+def _train_multipose(config: Path | None, overrides: list[str]) -> None:
+    """`mipnet train` for the cascade on a frozen MoveNet MultiPose (its reruns reuse the
+    cached people of the run folder, so --resume has nothing to add)."""
+    from ..train.multipose import MultiPoseTrainConfig, MultiPoseTrainer
+
+    cfg = MultiPoseTrainConfig.load(config, overrides)
+    trainer = MultiPoseTrainer(cfg)
+    parts = [name for name, on in (("refinement", cfg.refine), ("PSM", cfg.psm)) if on]
+    console.print(f"training the {' and '.join(parts)} of a frozen MoveNet MultiPose "
+                  f"({cfg.init}, input {cfg.input_size}) on {cfg.train_ann}")
+    with Progress(console=console, transient=True) as progress:
+        history = trainer.fit(progress)
+    last = history[-1]
+    ap = f", val AP {last['val']['AP']:.3f}" if "val" in last else ""
+    say("done:", "green", f"epoch {last['epoch']}{ap}; checkpoints in {trainer.out}",
+        stderr=False)
 
 
 def _score_results_file(ann: Path, results_path: Path, keypoints: str | None) -> dict:
@@ -152,6 +174,10 @@ def evaluate(
     keypoints: str | None = typer.Option(None, help="keypoint set of --results (default: "
                                                     "from the joint count)"),
     flip: bool = typer.Option(True, help="flip test"),
+    input_size: opt.InputSize = None,
+    max_people: opt.MaxPeople = None,
+    recover: opt.Recover = None,
+    recover_weights: opt.RecoverWeights = None,
     instances: opt.Instances = None,
     instance_decay: float = typer.Option(
         0.5, min=0.0, max=1.0, help="box-score factor of secondary instances"),
@@ -172,6 +198,8 @@ def evaluate(
         evaluate_predictions,
         merged_results,
         predict_dataset,
+        recover_results,
+        score_results,
     )
 
     check_outputs({"--json": json_out, "--plot": plot},
@@ -195,8 +223,9 @@ def evaluate(
         raise MipnetError("--det-size sets the detector's input size: add --detect (or "
                           "--detector)")
     est = load_estimator(
-        weights, EngineOptions(flip_test=flip, instances=instances, instance_decay=instance_decay),
-        device)
+        weights, EngineOptions(flip_test=flip, instances=instances, instance_decay=instance_decay,
+                               input_size=input_size, max_people=max_people),
+        device, recover=recover, recover_weights=recover_weights)
     if est.model.whole_image:
         if runs_detector or boxes is not None or sweep:
             raise MipnetError("this is a single-stage network: it finds the people itself; "
@@ -224,6 +253,12 @@ def evaluate(
     opt.model_notices(weights, found_by, detector)
     metrics = evaluate_predictions(preds, est, dataset)
     labels = {"merged": "merged (all λ)", "instance0": "λ=[1,0] only", "instance1": "λ=[0,1] only"}
+    if est.recovery is not None:
+        with Progress(console=console, transient=True) as progress:
+            recovered = recover_results(merged_results(preds, est), est, str(ann), str(images),
+                                        progress=progress)
+        metrics["recovered"] = score_results(str(ann), recovered, est.keypoint_set)
+        labels["recovered"] = "merged + --recover"
     _metrics_table(f"{ann.name}: {len(dataset)} boxes ({source})",
                    {labels.get(k, k): m for k, m in metrics.items()})
     report["metrics"] = _plain(metrics)
@@ -239,7 +274,7 @@ def evaluate(
         if plot:
             _plot_sweep(report["sweep"], plot)
     if json_out:
-        report["results"] = merged_results(preds, est)
+        report["results"] = recovered if est.recovery is not None else merged_results(preds, est)
         write_json(json_out, report)
         console.print(f"wrote {json_out}")
 

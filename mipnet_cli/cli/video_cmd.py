@@ -75,6 +75,10 @@ def video(
     half: opt.Half = False,
     rescore: opt.Rescore = "keypoints",
     scorer: opt.Scorer = None,
+    input_size: opt.InputSize = None,
+    max_people: opt.MaxPeople = None,
+    recover: opt.Recover = None,
+    recover_weights: opt.RecoverWeights = None,
     kpt_thresh: opt.KptThresh = None,
     show_boxes: opt.ShowBoxes = False,
     show_scores: opt.ShowScores = False,
@@ -99,8 +103,9 @@ def video(
         say("note:", "yellow", "--smooth works on tracked people: tracking is on")
         options.track = True
     engine = EngineOptions(flip_test=flip, instances=instances, batch_size=crop_batch, half=half,
-                           rescore=rescore)
-    estimator = load_estimator(weights, engine, device, scorer=scorer)
+                           rescore=rescore, input_size=input_size, max_people=max_people)
+    estimator = load_estimator(weights, engine, device, scorer=scorer, recover=recover,
+                               recover_weights=recover_weights)
     box_source = video_box_source(boxes=boxes, gt=gt, detector=detector,
                                   detector_weights=detector_weights, det_thresh=det_thresh,
                                   det_nms=det_nms, det_sizes=det_sizes, device=device,

@@ -40,6 +40,7 @@ class Pose:
     area: float = 0.0
     track_id: int | None = None
     psm: float | None = None  # the OKS a pose scoring module predicts for it, if one scored it
+    recovered: bool = False  # found by the crowd-recovery (whole-image) pass, not in a box
 
 
 @dataclass

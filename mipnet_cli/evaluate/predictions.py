@@ -14,12 +14,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..core.results import whole_image_boxes
+from ..core.results import Pose, whole_image_boxes
 from ..data import KeypointDataset
 from ..data.dataset import load_coco_json
 from ..media.images import read_image
+from ..media.writers import pose_result
 from ..pose.engine import PoseEstimator
-from ..pose.merge import box_areas, merge_instances
+from ..pose.merge import box_areas, merge_instances, recover_poses
 from .coco import coco_keypoint_metrics, crowdpose_metrics
 
 SWEEP_THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(10))
@@ -125,6 +126,32 @@ def predict_scenes(estimator: PoseEstimator, ann: str, images: str, images_per_b
         if progress:
             progress.advance(task, len(chunk))
     return results
+
+
+@torch.no_grad()
+def recover_results(results: list[dict], estimator: PoseEstimator, ann: str, images: str,
+                    progress=None) -> list[dict]:
+    """Top-down COCO results (`merged_results`) merged, image by image, with the whole-image
+    poses of `estimator.recovery` as `predict --recover` merges them (`recover_poses`)."""
+    opts = estimator.options
+    by_image: dict[int, list[Pose]] = {}
+    for r in results:
+        w, h = r["bbox"][2:]
+        by_image.setdefault(r["image_id"], []).append(Pose(
+            np.asarray(r["keypoints"], np.float32).reshape(-1, 3), r["score"], r["box_id"],
+            r["instance"], list(r["bbox"]), area=w * h * opts.box_padding**2))
+    entries = load_coco_json(ann)["images"]
+    task = progress.add_task("recovering", total=len(entries)) if progress else None
+    out = []
+    for entry in entries:
+        image = read_image(Path(images) / entry["file_name"])
+        whole = estimator.recovery.predict([image], whole_image_boxes([image]))[0]
+        poses = recover_poses(by_image.get(int(entry["id"]), []), whole, opts.recover_factor,
+                              opts.recover_oks, estimator.keypoint_set.sigmas_array)
+        out += [pose_result(int(entry["id"]), p) for p in poses]
+        if progress:
+            progress.advance(task)
+    return out
 
 
 def score_results(ann: str, results: list[dict], keypoint_set) -> dict:

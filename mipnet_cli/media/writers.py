@@ -68,6 +68,8 @@ def pose_result(image_id: int, pose: Pose) -> dict[str, Any]:
         entry["track_id"] = int(pose.track_id)
     if pose.psm is not None:
         entry["psm"] = round(float(pose.psm), 6)
+    if pose.recovered:
+        entry["recovered"] = True
     return entry
 
 

@@ -65,6 +65,11 @@ class ModelConfig:
     max_people: int = 50
     score_thresh: float = 0.05
     quality_score: bool = True  # pose score = classification × quality (PSM), else the first
+    soft_nms: bool = False  # MoveNet MultiPose: Gaussian soft-NMS of the decoded people
+    # MoveNet MultiPose's pose score: "own" (centre × mean confident joint score, as
+    # published), "centre" (the centre heatmap alone), "psm" (centre × the PSM's predicted
+    # OKS), "psm_only"; "auto": psm with a PSM, else own
+    pose_score: str = "auto"
     # The joint confidence at and above which joints are drawn, labelled visible and tracked by
     # default: a heatmap peak for heatmap networks; for the single-stage network every joint
     # carries its pose's score, and training sets this to the F1-best score on validation.

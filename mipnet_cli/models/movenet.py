@@ -34,7 +34,7 @@ _TAPS = (2, 5, 9)
 # The deep MIMB (se_modules[2]) sits on this block's output (stride 16, 96 channels; the block
 # has no residual path, so a neutral start is exact): the last six blocks then depend on λ.
 _DEEP = 10
-_FPN_CHANNELS = (32, 24, 24)  # after merging at strides 16, 8, 4
+FPN_CHANNELS = (32, 24, 24)  # after merging at strides 16, 8, 4
 _LATERAL_CHANNELS = (64, 64, 32, 24)  # strides 32, 16, 8, 4
 HEAD_CHANNELS = {"center": 1, "kpt_regress": 34, "kpt_heatmap": 17, "kpt_offset": 34}
 # The published graphs store their decoding constants in float16; rounding ours the same way
@@ -123,6 +123,8 @@ class MoveNet(KeypointPoseNet):
     # crops take 400 ms in batches of 2-4 and 595 ms in one batch (2 threads, measured).
     cpu_batch = 4
     square_input = True
+    head_channels = HEAD_CHANNELS
+    input_scale = 1 / 127.5  # 0-255 RGB -> [-1, 1]: x · input_scale - 1
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
@@ -147,14 +149,14 @@ class MoveNet(KeypointPoseNet):
             _conv(c, out) for c, out in zip([1280, *reversed(tap_channels)], _LATERAL_CHANNELS,
                                             strict=True))
         self.fpn = nn.ModuleList(
-            SeparableConv(cin, cout) for cin, cout in zip(_LATERAL_CHANNELS[1:], _FPN_CHANNELS,
+            SeparableConv(cin, cout) for cin, cout in zip(_LATERAL_CHANNELS[1:], FPN_CHANNELS,
                                                            strict=True))
-        self.heads = nn.ModuleDict({k: Head(_FPN_CHANNELS[-1], c)
-                                    for k, c in HEAD_CHANNELS.items()})
+        self.heads = nn.ModuleDict({k: Head(FPN_CHANNELS[-1], c)
+                                    for k, c in self.head_channels.items()})
         se = config.active_se
         self.lateral_mimbs = (MIMBGroup(list(_LATERAL_CHANNELS), config.lambda_dim,
                                         config.se_reduction) if se[0] else None)
-        self.output_mimb = (MIMB(_FPN_CHANNELS[-1], config.lambda_dim, config.se_reduction)
+        self.output_mimb = (MIMB(FPN_CHANNELS[-1], config.lambda_dim, config.se_reduction)
                             if se[1] else None)
         self.deep_mimb = (MIMB(self.blocks[_DEEP].project.out_channels, config.lambda_dim,
                                config.se_reduction) if se[2] else None)
@@ -163,7 +165,7 @@ class MoveNet(KeypointPoseNet):
     def trunk(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The λ-independent MobileNetV2 features: strides 32 (with a deep MIMB: block _DEEP's
         stride-16 output instead), 16, 8, 4."""
-        x = (x - 127.5) / 127.5  # MoveNet's own normalisation of 0-255 RGB
+        x = x * self.input_scale - 1.0  # MoveNet's own normalisation of 0-255 RGB
         x = F.relu6(self.stem(x))
         taps = {}
         stop = _DEEP if self.deep_mimb is not None else len(self.blocks) - 1
@@ -192,7 +194,7 @@ class MoveNet(KeypointPoseNet):
 
     def head_maps(self, feats: list[torch.Tensor], lam: torch.Tensor | None
                   ) -> dict[str, torch.Tensor]:
-        """The four head outputs (B, C, S/4, S/4); centre and heatmaps after the sigmoid."""
+        """The head outputs (B, C, S/4, S/4); centre and heatmaps after the sigmoid."""
         x = self.features(feats, lam)
         maps = {k: head(x) for k, head in self.heads.items()}
         maps["center"] = maps["center"].sigmoid()

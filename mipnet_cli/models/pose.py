@@ -69,6 +69,7 @@ class PoseNet(nn.Module):
     square_input = False  # the family only takes square crops
     whole_image = False  # the input is the whole image (letterboxed), not a person box
     crop_padding: float | None = None  # box padding of the crop (None: the engine's option)
+    upscale = True  # crops smaller than the input are enlarged to fill it
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()

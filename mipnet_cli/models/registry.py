@@ -7,6 +7,7 @@ from dataclasses import replace
 from .config import ModelConfig, hrnet_stages
 from .hrnet import PoseHRNet
 from .movenet import MoveNet
+from .movenet_multipose import MoveNetMultiPose
 from .pfs import PfsPoseNet
 from .pose import PoseNet
 from .resnet import PoseResNet
@@ -36,14 +37,22 @@ ARCHITECTURES: dict[str, tuple[ModelConfig, str]] = {
     "movenet_lightning": (ModelConfig(arch="movenet", width_mult=1.0, image_size=(192, 192),
                                       num_instances=1, se_modules=(True, True, False, False)),
                           "MoveNet SinglePose Lightning (MobileNetV2 + FPN), 192x192 crops"),
+    "movenet_multipose": (ModelConfig(arch="movenet_multipose", width_mult=1.5,
+                                      image_size=(384, 384), num_instances=1,
+                                      se_modules=(False,) * 4, max_people=20,
+                                      score_thresh=0.05, kpt_thresh=0.3,
+                                      feature_align=False, quality_score=False),
+                          "MoveNet MultiPose Lightning (MobileNetV2 x1.5 + FPN, box heads): the "
+                          "whole image in (any multiple of 32), every person out, no detector"),
     "pfs_yolox_nano": (ModelConfig(arch="pfs", image_size=(320, 320), num_instances=1,
                                    se_modules=(False,) * 4),
                        "single-stage pose regression with OKS-Filter and PSM (Miao et al.) on "
                        "YOLOX-Nano: the whole image in, every person out, no detector"),
 }
 
+POSE_SCORES = ("auto", "own", "centre", "psm", "psm_only")
 BUILDERS = {"hrnet": PoseHRNet, "resnet": PoseResNet, "movenet": MoveNet,
-            "pfs": PfsPoseNet}
+            "movenet_multipose": MoveNetMultiPose, "pfs": PfsPoseNet}
 
 
 def model_config(name: str, **overrides) -> ModelConfig:
@@ -81,6 +90,9 @@ def check_config(config: ModelConfig) -> None:
         raise ValueError(f"{config.num_instances} instances: expected 1 to {MAX_INSTANCES}")
     if not 1 <= config.num_joints <= 200:
         raise ValueError(f"{config.num_joints} joints: expected 1 to 200")
+    if config.pose_score not in POSE_SCORES:
+        raise ValueError(f"pose score {config.pose_score!r}: expected one of "
+                         f"{', '.join(POSE_SCORES)}")
 
 
 def build_from_config(config: ModelConfig) -> PoseNet:

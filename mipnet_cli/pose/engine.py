@@ -8,7 +8,7 @@ training-time validation share.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -17,12 +17,12 @@ import torch
 
 from ..checkpoints.format import load_checkpoint
 from ..core.errors import MipnetError
-from ..core.geometry import box_to_center_scale, warp_crops
+from ..core.geometry import PIXEL_STD, box_to_center_scale, warp_crops
 from ..core.hardware import autocast_dtype, pick_device
 from ..core.keypoints import KeypointSet, get_keypoint_set
-from ..core.results import Box, Pose
-from ..models import PoseNet, instance_lambdas
-from .merge import box_areas, merge_instances
+from ..core.results import Box, Pose, whole_image_boxes
+from ..models import PoseNet, check_config, instance_lambdas
+from .merge import box_areas, merge_instances, recover_poses
 
 
 class PoseScorer(Protocol):
@@ -51,6 +51,14 @@ class EngineOptions:
     # How a pose's keypoints weigh in its score: "keypoints" (mean confident keypoint score,
     # official) or "psm" (the OKS a single-stage network's PSM predicts; needs a `scorer`)
     rescore: str = "keypoints"
+    # Whole-image networks: the letterbox side (a multiple of 32; None: the checkpoint's) and
+    # the most people decoded per image (None: the checkpoint's)
+    input_size: int | None = None
+    max_people: int | None = None
+    # Crowd recovery (`recovery` estimator): its poses' scores are multiplied by this, then
+    # merged with the top-down poses by OKS-NMS at `recover_oks`
+    recover_factor: float = 0.5
+    recover_oks: float = 0.7
 
 
 @dataclass
@@ -81,6 +89,28 @@ class CropPoses:
                    parts[0].instances, cat("psm"))
 
 
+def _resize_whole_image(model: PoseNet, options: EngineOptions) -> None:
+    """Apply `input_size` / `max_people` to a whole-image network (ValueError elsewhere)."""
+    changes: dict = {}
+    if options.input_size is not None:
+        changes["image_size"] = (options.input_size, options.input_size)
+    if options.max_people is not None:
+        if options.max_people < 1:
+            raise ValueError("--max-people must be at least 1")
+        changes["max_people"] = options.max_people
+    if not changes:
+        return
+    if not model.whole_image:
+        raise ValueError("--input-size and --max-people are for whole-image networks (they "
+                         "find the people themselves); a top-down network takes person boxes")
+    config = replace(model.config, **changes)
+    try:
+        check_config(config)
+    except ValueError as exc:
+        raise ValueError(f"--input-size: {exc}") from None
+    model.config = config
+
+
 class PoseEstimator:
     """A pose network with its pre- and post-processing, on one device."""
 
@@ -91,8 +121,12 @@ class PoseEstimator:
         options: EngineOptions | None = None,
         device: str | torch.device | None = None,
         scorer: PoseScorer | None = None,
+        recovery: PoseEstimator | None = None,
     ) -> None:
-        """`scorer`: required by `options.rescore == "psm"`, and only then."""
+        """`scorer`: required by `options.rescore == "psm"`, and only then. `recovery`: a
+        whole-image estimator whose poses are merged with this one's (crowd recovery: people
+        without a box, and the occluded person whose top-down pose copied the one in
+        front)."""
         self.options = options or EngineOptions()
         if self.options.rescore not in ("keypoints", "psm"):
             raise ValueError(f"rescore {self.options.rescore!r}: expected keypoints or psm")
@@ -102,6 +136,12 @@ class PoseEstimator:
             raise ValueError("a single-stage network scores its own poses (classification × "
                              "PSM): leave out --rescore psm")
         self.scorer = scorer
+        if recovery is not None and (model.whole_image or not recovery.model.whole_image):
+            raise ValueError("crowd recovery merges a whole-image network's poses into a "
+                             "top-down network's: give --recover a whole-image checkpoint, and "
+                             "a top-down one as --weights")
+        self.recovery = recovery
+        _resize_whole_image(model, self.options)
         self.device = pick_device(str(device) if device is not None else None)
         self.keypoint_set = (get_keypoint_set(keypoint_set) if isinstance(keypoint_set, str)
                              else keypoint_set)
@@ -131,10 +171,17 @@ class PoseEstimator:
     @classmethod
     def from_checkpoint(cls, path: str | Path, options: EngineOptions | None = None,
                         device: str | torch.device | None = None,
-                        scorer: PoseScorer | None = None) -> PoseEstimator:
-        """From a checkpoint; with `scorer`, that scorer rescores the poses (rescore psm)."""
+                        scorer: PoseScorer | None = None,
+                        recovery: PoseEstimator | None = None) -> PoseEstimator:
+        """From a checkpoint; with `scorer`, that scorer rescores the poses (rescore psm);
+        with `recovery`, its whole-image poses are merged in (crowd recovery)."""
         model, meta = load_checkpoint(path)
-        return cls(model, meta.keypoints, options, device, scorer)
+        return cls(model, meta.keypoints, options, device, scorer, recovery)
+
+    @property
+    def whole_image(self) -> bool:
+        """The network takes whole images (and finds every person itself)."""
+        return self.model.whole_image
 
     @property
     def num_instances(self) -> int:
@@ -160,7 +207,12 @@ class PoseEstimator:
     def boxes_to_center_scale(self, xywh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         h, w = self.input_size
         padding = self.model.crop_padding or self.options.box_padding
-        return box_to_center_scale(np.asarray(xywh, np.float64).reshape(-1, 4), w / h, padding)
+        centers, scales = box_to_center_scale(np.asarray(xywh, np.float64).reshape(-1, 4),
+                                              w / h, padding)
+        if not self.model.upscale:  # a crop smaller than the input stays at its own scale
+            least = np.array([w, h], np.float32) / np.float32(PIXEL_STD)
+            scales = np.maximum(scales, least)
+        return centers, scales
 
     def crops(self, images: Sequence[np.ndarray | torch.Tensor], centers: np.ndarray,
               scales: np.ndarray, image_index: np.ndarray | None = None) -> torch.Tensor:
@@ -267,6 +319,13 @@ class PoseEstimator:
         self, images: Sequence[np.ndarray], boxes: Sequence[Sequence[Box]]
     ) -> list[list[Pose]]:
         """Merged poses for each image, given its person boxes (one network pass for all)."""
+        if self.recovery is not None:
+            return self._recover(images, self._predict(images, boxes))
+        return self._predict(images, boxes)
+
+    def _predict(
+        self, images: Sequence[np.ndarray], boxes: Sequence[Sequence[Box]]
+    ) -> list[list[Pose]]:
         flat = [b for per_image in boxes for b in per_image]
         index = np.repeat(np.arange(len(images)), [len(b) for b in boxes])
         if not flat:
@@ -285,3 +344,11 @@ class PoseEstimator:
             out.append(self.merge(crop_poses, flat, rows))
             start += len(per_image)
         return out
+
+    def _recover(self, images: Sequence[np.ndarray], poses: list[list[Pose]]
+                 ) -> list[list[Pose]]:
+        """Merge the recovery network's whole-image poses into each image's poses."""
+        whole = self.recovery.predict(images, whole_image_boxes(images))
+        return [recover_poses(own, extra, self.options.recover_factor,
+                              self.options.recover_oks, self.keypoint_set.sigmas_array)
+                for own, extra in zip(poses, whole, strict=True)]

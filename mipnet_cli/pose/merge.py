@@ -11,12 +11,13 @@ follow the official code, so scores and keep order are reproduced exactly.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..core.geometry import PIXEL_STD
 from ..core.oks import oks_nms
+from ..core.results import Pose
 
 
 def keypoint_scores(keypoints: np.ndarray, in_vis_thre: float = 0.2) -> np.ndarray:
@@ -106,3 +107,21 @@ def group_by_image(image_ids: Sequence[int] | np.ndarray) -> list[np.ndarray]:
     row_rank = rank[inverse.reshape(-1)]
     order = np.argsort(row_rank, kind="stable")
     return np.split(order, np.cumsum(np.bincount(row_rank))[:-1])
+
+
+def recover_poses(own: Sequence[Pose], extra: Sequence[Pose], factor: float, oks_thresh: float,
+                  sigmas: np.ndarray) -> list[Pose]:
+    """Crowd recovery for one image: `extra` poses (a whole-image network's) with their scores
+    × `factor`, merged with `own` (the top-down poses) by greedy OKS-NMS at `oks_thresh`. An
+    extra pose that survives is one no top-down pose covers (a person without a box, or the
+    occluded person whose top-down pose copied the one in front); it is marked `recovered`
+    and has no box (`box_id` -1). Best score first."""
+    if not extra:
+        return list(own)
+    recovered = [replace(p, score=p.score * factor, box_id=-1, recovered=True) for p in extra]
+    every = [*own, *recovered]
+    kps = np.stack([p.keypoints for p in every])
+    scores = np.array([p.score for p in every], np.float64)
+    areas = np.array([p.area for p in every], np.float64)
+    keep = oks_nms(kps, scores, areas, oks_thresh, sigmas)
+    return [every[i] for i in keep]

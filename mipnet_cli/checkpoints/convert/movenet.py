@@ -1,8 +1,10 @@
-"""MoveNet SinglePose TF.js graph model -> our `MoveNet` state dict (names mapped one by one)."""
+"""MoveNet TF.js graph models -> our `MoveNet` (SinglePose Lightning / Thunder) or
+`MoveNetMultiPose` state dicts, names mapped one by one."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,6 @@ import torch
 
 from ...core.errors import MipnetError
 from ...models import MoveNet, build_model
-from ...models.movenet import HEAD_CHANNELS
 from .tfjs import TfjsModel, read_tfjs
 
 _PREFIX = "StatefulPartitionedCall/"
@@ -24,7 +25,7 @@ def _conv_weight(w: np.ndarray, depthwise: bool) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(w, np.float32))
 
 
-def _pairs(tf: TfjsModel) -> dict[str, tuple[str, bool]]:
+def _pairs(tf: TfjsModel, heads: Sequence[str]) -> dict[str, tuple[str, bool]]:
     """Our parameter name -> (their weight name, depthwise layout)."""
     w = tf.weights
     names: dict[str, tuple[str, bool]] = {}
@@ -55,7 +56,7 @@ def _pairs(tf: TfjsModel) -> dict[str, tuple[str, bool]]:
         base = _FE + f"separable_conv2d{suffix}/separable_conv2d"
         conv(f"fpn.{k}.depthwise", base + "/ReadVariableOp", None, True)
         conv(f"fpn.{k}.pointwise", base + "_weights", base + "_bn_offset")
-    for head in HEAD_CHANNELS:
+    for head in heads:
         prefix = f"{_PREFIX}{head}_0/"
         sep = sorted({m.group(1) for n in w if n.startswith(prefix)
                       and (m := re.match(re.escape(prefix) + r"(separable_conv2d_\d+)/", n))})
@@ -87,11 +88,12 @@ def _arch(tf: TfjsModel, path: Path) -> str:
     if stem is None:
         raise MipnetError(f"{path}: not a MoveNet model (no MobileNetV2 stem named like "
                           "MoveNet's)")
-    if any(n.op == "TopKV2" for n in tf.nodes):
-        raise MipnetError(f"{path}: this is MoveNet MultiPose, a single-stage network; "
-                          "only the SinglePose models (Lightning, Thunder) convert to a "
-                          "top-down pose network")
     width, size = stem.shape[-1] / 32, _input_size(tf)
+    if any(n.op == "TopKV2" for n in tf.nodes):
+        if abs(width - 1.5) > 1e-6:
+            raise MipnetError(f"{path}: MoveNet MultiPose with width {width:g}; only "
+                              "MultiPose Lightning (1.5) is known")
+        return "movenet_multipose"
     for name, (w, s) in {"movenet_thunder": (1.75, 256),
                          "movenet_lightning": (1.0, 192)}.items():
         if abs(width - w) < 1e-6 and size == s:
@@ -101,7 +103,8 @@ def _arch(tf: TfjsModel, path: Path) -> str:
 
 
 def movenet_from_tfjs(path: str | Path) -> MoveNet:
-    """Our MoveNet with the weights of a MoveNet SinglePose TF.js graph model."""
+    """Our MoveNet (SinglePose) or MoveNetMultiPose with the weights of a MoveNet TF.js graph
+    model."""
     path = Path(path)
     tf = read_tfjs(path)
     arch = _arch(tf, path)
@@ -109,12 +112,12 @@ def movenet_from_tfjs(path: str | Path) -> MoveNet:
     assert isinstance(model, MoveNet)
     own = model.state_dict()
     try:
-        pairs = _pairs(tf)
+        pairs = _pairs(tf, type(model).head_channels)
         state = {ours: _conv_weight(tf.weights[theirs], dw) if ours.endswith("weight")
                  else torch.from_numpy(tf.weights[theirs].astype(np.float32))
                  for ours, (theirs, dw) in pairs.items()}
     except KeyError as exc:
-        raise MipnetError(f"{path}: not a MoveNet SinglePose model (missing {exc})") from None
+        raise MipnetError(f"{path}: not a MoveNet {arch} model (missing {exc})") from None
     for key, value in own.items():
         if key not in state or tuple(state[key].shape) != tuple(value.shape):
             got = tuple(state[key].shape) if key in state else "nothing"
