@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
 from pfs_vs_top_down import crowd_sets, images_of  # noqa: E402
+from real_networks import SETS as REAL_SETS  # noqa: E402
 from real_networks import crowdpose_as_coco17  # noqa: E402
 
 from mipnet_cli.checkpoints.zoo import get_entry  # noqa: E402
@@ -50,17 +51,8 @@ from mipnet_cli.media.images import read_image  # noqa: E402
 from mipnet_cli.pose.engine import EngineOptions, PoseEstimator  # noqa: E402
 from mipnet_cli.pose.merge import recover_poses  # noqa: E402
 
-REAL = ROOT.parent / "shared" / "realdata"
 COMPOSITES = ROOT / "data" / "real_composites" / "val"
-SETS = {
-    "coco_mini": (REAL / "coco_mini/annotations/person_keypoints_train2017.json",
-                  REAL / "coco_mini/train2017"),
-    "mmpose coco": (REAL / "mmpose_tests/coco/test_coco.json", REAL / "mmpose_tests/coco"),
-    "ochuman": (REAL / "mmpose_tests/ochuman/test_ochuman.json", REAL / "mmpose_tests/ochuman"),
-    "crowdpose": (REAL / "mmpose_tests/crowdpose/test_crowdpose.json",
-                  REAL / "mmpose_tests/crowdpose"),
-    "composites": (COMPOSITES / "annotations.json", COMPOSITES / "images"),
-}
+SETS = {**REAL_SETS, "composites": (COMPOSITES / "annotations.json", COMPOSITES / "images")}
 KEYS = ("AP", "AP50", "AP75", "AR")
 THRESHOLDS = (0.05, 0.1, 0.3, 0.5, 0.7, 0.9)  # 0.05: the lowest `mipnet eval` keeps
 MULTIPOSE = "movenet-multipose-coco"

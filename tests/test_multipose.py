@@ -146,6 +146,11 @@ def test_engine_whole_image_options(realdata_dir: Path) -> None:
     many = large.predict([image], whole_image_boxes([image]))[0]
     assert len(few) <= 6 < len(many)  # kite.jpg: a beach with about ten small people
     assert all(p.box_id == 0 and p.score > 0 and p.keypoints.shape == (17, 3) for p in many)
+    for p in many:  # each person's own box, from the network's box heads
+        x, y, w, h = p.box_xywh
+        inside = ((p.keypoints[:, 0] >= x - 0.1 * w) & (p.keypoints[:, 0] <= x + 1.1 * w)
+                  & (p.keypoints[:, 1] >= y - 0.1 * h) & (p.keypoints[:, 1] <= y + 1.1 * h))
+        assert w > 0 and h > 0 and inside[p.keypoints[:, 2] > 0.3].all()
     h, w = image.shape[:2]
     xy = np.stack([p.keypoints[:, :2] for p in many])
     assert xy[..., 0].min() > -0.05 * w and xy[..., 0].max() < 1.05 * w

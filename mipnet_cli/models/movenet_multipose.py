@@ -205,8 +205,9 @@ class MoveNetMultiPose(MoveNet):
         if self.config.soft_nms:
             scores = _soft_nms(image_box.flatten(2).cpu().numpy(), scores,
                                self.config.score_thresh)
+        xywh = torch.cat([image_box[:, :, 0], span], -1).cpu().numpy()
         return Candidates(keypoints, scores, areas.numpy(), np.zeros(p, np.int64),
-                          None if psm is None else psm.cpu().numpy())
+                          None if psm is None else psm.cpu().numpy(), xywh)
 
     def decode(self, out: torch.Tensor, centers: np.ndarray, scales: np.ndarray,
                dark: bool = False) -> np.ndarray:

@@ -44,6 +44,8 @@ class Candidates:
     `areas` (B, L; the OKS scale of each pose); otherwise the engine scores by box and
     keypoint confidence and takes the box's area. `instances` (L,) is the λ index of each slot.
     `psm` (B, L): the OKS a pose scoring module predicts for each pose, for families with one.
+    `boxes` (B, L, 4): each pose's own person box (x, y, w, h in image pixels), for whole-image
+    families that predict one (it is the pose's box in the results and for tracking).
     """
 
     keypoints: np.ndarray
@@ -51,6 +53,7 @@ class Candidates:
     areas: np.ndarray | None = None
     instances: np.ndarray | None = None
     psm: np.ndarray | None = None
+    boxes: np.ndarray | None = None
 
 
 def per_instance(centers: np.ndarray, scales: np.ndarray, n: int

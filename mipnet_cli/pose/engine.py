@@ -73,6 +73,7 @@ class CropPoses:
     areas: np.ndarray | None = None
     instances: np.ndarray | None = None  # (N,) λ index of each slot (default 0..N-1)
     psm: np.ndarray | None = None  # (B, N) predicted OKS, where a pose scoring module gave one
+    boxes: np.ndarray | None = None  # (B, N, 4) xywh: each pose's own box, where the family has one
 
     @classmethod
     def join(cls, parts: list[CropPoses], centers: np.ndarray, scales: np.ndarray,
@@ -86,7 +87,7 @@ class CropPoses:
             return None if values[0] is None else np.concatenate(values)
 
         return cls(cat("keypoints"), centers, scales, cat("scores"), cat("areas"),
-                   parts[0].instances, cat("psm"))
+                   parts[0].instances, cat("psm"), cat("boxes"))
 
 
 def _resize_whole_image(model: PoseNet, options: EngineOptions) -> None:
@@ -265,7 +266,8 @@ class PoseEstimator:
                    ) -> CropPoses:
         """(B, N, ...) outputs -> decoded poses with what the family says about them."""
         c = self.model.decode_candidates(outputs, centers, scales, dark=self.options.dark)
-        return CropPoses(c.keypoints, centers, scales, c.scores, c.areas, c.instances, c.psm)
+        return CropPoses(c.keypoints, centers, scales, c.scores, c.areas, c.instances, c.psm,
+                         c.boxes)
 
     def estimate(
         self,
@@ -298,6 +300,7 @@ class PoseEstimator:
         instances = np.tile(slots, len(rows))
         pose_scores = None if cp.scores is None else cp.scores[rows].reshape(-1)
         psm = None if cp.psm is None else cp.psm[rows].reshape(-1)
+        own_boxes = None if cp.boxes is None else cp.boxes[rows].reshape(-1, 4)
         filled = np.arange(len(kps)) if pose_scores is None else np.flatnonzero(pose_scores > 0)
         result = merge_instances(
             kps[filled], box_scores[filled], areas[filled], instances[filled],
@@ -310,7 +313,9 @@ class PoseEstimator:
             box = boxes[rows[i // n]]
             poses.append(Pose(keypoints=kps[i].copy(), score=float(result.scores[j]),
                               box_id=box.id, instance=int(instances[i]),
-                              box_xywh=box.xywh if box.source != "image" else [],
+                              box_xywh=(box.xywh if box.source != "image" else
+                                        [] if own_boxes is None else
+                                        [float(v) for v in own_boxes[i]]),
                               area=float(areas[i]),
                               psm=None if psm is None else float(psm[i])))
         return poses
