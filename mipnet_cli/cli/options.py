@@ -94,7 +94,7 @@ Recover = Annotated[bool | None, typer.Option(
          "merge its poses with the top-down ones (scores halved, OKS-NMS 0.7), so that people "
          "without a box, and the occluded person whose top-down pose copied the one in front, "
          "come back (coco_mini AP +1.6, held-out composites +1.2, 0 to +0.6 on the other real "
-         "sets; about 0.15 s more per image on 2 CPU cores). Default: on for top-down networks",
+         "sets; 0.2-0.3 s more per image on 2 CPU cores). Default: on for top-down networks",
     show_default=False)]
 RecoverWeights = Annotated[str | None, typer.Option(
     help="whole-image checkpoint of --recover (default: the shipped MoveNet MultiPose)")]
