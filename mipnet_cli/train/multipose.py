@@ -192,7 +192,7 @@ class MultiPoseTrainer:
     """One run in `config.out_dir`: best.safetensors (the whole model), log.jsonl, and the
     cached people of each split (reused by a later run with the same network and data)."""
 
-    def __init__(self, config: MultiPoseTrainConfig, device: str | None = None) -> None:
+    def __init__(self, config: MultiPoseTrainConfig) -> None:
         self.config = config
         self.out = Path(config.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
