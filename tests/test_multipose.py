@@ -22,6 +22,7 @@ from mipnet_cli.core.keypoints import COCO17
 from mipnet_cli.core.results import Pose, whole_image_boxes
 from mipnet_cli.media.images import read_image
 from mipnet_cli.models import build_model
+from mipnet_cli.models.decode import flip_permutation
 from mipnet_cli.models.movenet_multipose import CHANNELS, MoveNetMultiPose, decode_multipose
 from mipnet_cli.pose.engine import EngineOptions, PoseEstimator
 from mipnet_cli.pose.merge import recover_poses
@@ -128,9 +129,7 @@ def test_flip_merge_mirrors_every_head() -> None:
     assert torch.allclose(mirror(mirror(maps)), maps)
     a = decode_multipose(maps[:, 0], 1)["keypoints"][0, 0]
     b = decode_multipose(mirror(maps)[:, 0], 1)["keypoints"][0, 0]
-    perm = list(range(17))
-    for left, right in COCO17.flip_pairs:
-        perm[left], perm[right] = right, left
+    perm = flip_permutation(17, COCO17.flip_pairs)
     assert torch.allclose(b[perm, 0], a[:, 0]) and torch.allclose(b[perm, 1], 1 - a[:, 1])
 
 

@@ -20,7 +20,7 @@ from ..data.dataset import load_coco_json
 from ..media.images import read_image
 from ..media.writers import pose_result
 from ..pose.engine import PoseEstimator
-from ..pose.merge import box_areas, merge_instances, recover_poses
+from ..pose.merge import box_areas, merge_instances
 from .coco import coco_keypoint_metrics, crowdpose_metrics
 
 SWEEP_THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(10))
@@ -132,7 +132,8 @@ def predict_scenes(estimator: PoseEstimator, ann: str, images: str, images_per_b
 def recover_results(results: list[dict], estimator: PoseEstimator, ann: str, images: str,
                     progress=None) -> list[dict]:
     """Top-down COCO results (`merged_results`) merged, image by image, with the whole-image
-    poses of `estimator.recovery` as `predict --recover` merges them (`recover_poses`)."""
+    poses of `estimator.recovery`, merged as `predict --recover` merges them
+    (`PoseEstimator.recover`)."""
     opts = estimator.options
     by_image: dict[int, list[Pose]] = {}
     for r in results:
@@ -145,9 +146,7 @@ def recover_results(results: list[dict], estimator: PoseEstimator, ann: str, ima
     out = []
     for entry in entries:
         image = read_image(Path(images) / entry["file_name"])
-        whole = estimator.recovery.predict([image], whole_image_boxes([image]))[0]
-        poses = recover_poses(by_image.get(int(entry["id"]), []), whole, opts.recover_factor,
-                              opts.recover_oks, estimator.keypoint_set.sigmas_array)
+        poses = estimator.recover([image], [by_image.get(int(entry["id"]), [])])[0]
         out += [pose_result(int(entry["id"]), p) for p in poses]
         if progress:
             progress.advance(task)

@@ -180,11 +180,6 @@ class PoseEstimator:
         return cls(model, meta.keypoints, options, device, scorer, recovery)
 
     @property
-    def whole_image(self) -> bool:
-        """The network takes whole images (and finds every person itself)."""
-        return self.model.whole_image
-
-    @property
     def num_instances(self) -> int:
         return self.lambdas.shape[0]
 
@@ -325,7 +320,7 @@ class PoseEstimator:
     ) -> list[list[Pose]]:
         """Merged poses for each image, given its person boxes (one network pass for all)."""
         if self.recovery is not None:
-            return self._recover(images, self._predict(images, boxes))
+            return self.recover(images, self._predict(images, boxes))
         return self._predict(images, boxes)
 
     def _predict(
@@ -350,8 +345,8 @@ class PoseEstimator:
             start += len(per_image)
         return out
 
-    def _recover(self, images: Sequence[np.ndarray], poses: list[list[Pose]]
-                 ) -> list[list[Pose]]:
+    def recover(self, images: Sequence[np.ndarray], poses: list[list[Pose]]
+                ) -> list[list[Pose]]:
         """Merge the recovery network's whole-image poses into each image's poses."""
         whole = self.recovery.predict(images, whole_image_boxes(images))
         return [recover_poses(own, extra, self.options.recover_factor,

@@ -73,6 +73,18 @@ def parse_override(item: str) -> tuple[str, Any]:
         return key.strip(), text
 
 
+def config_arch(path: str | Path | None, overrides: list[str]) -> str | None:
+    """The `arch` a training config (and its overrides) names; None when it names none or
+    cannot be read (its own loader then reports why)."""
+    try:
+        values = toml_settings(path) if path is not None else {}
+        values.update(parse_override(item) for item in overrides)
+    except MipnetError:
+        return None
+    arch = values.get("arch")
+    return None if arch is None else str(arch)
+
+
 def read_settings(cls: type, path: str | Path | None, overrides: list[str], paths: tuple[str, ...],
                   tuples: tuple[str, ...] = (), tables: tuple[str, ...] = ()) -> dict[str, Any]:
     """The fields of dataclass `cls` from a TOML file and `key=value` overrides.

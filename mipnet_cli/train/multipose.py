@@ -35,9 +35,10 @@ from ..data.dataset import load_coco_json
 from ..evaluate.predictions import predict_scenes, score_results
 from ..media.images import read_image
 from ..models import build_model
+from ..models.decode import flip_permutation
 from ..models.movenet_multipose import MAPS, MoveNetMultiPose, PoseHeads, decode_multipose
 from ..pose.engine import EngineOptions, PoseEstimator
-from .base import DataPaths, portable_settings, read_settings
+from .base import DataPaths, config_arch, portable_settings, read_settings
 
 
 @dataclass
@@ -131,7 +132,7 @@ def cache_people(model: MoveNetMultiPose, ann: str, images: str, mirror: bool,
             for a in people.get(entry["id"], []):
                 k = np.asarray(a["keypoints"], np.float64).reshape(-1, 3)
                 if flipped:
-                    k = k[_flip_index()]
+                    k = k[flip_permutation(len(k), COCO17.flip_pairs)]
                     k[:, 0] = np.where(k[:, 2] > 0, entry["width"] - k[:, 0], 0)
                 xy = affine_transform_points(k[:, :2], forward)
                 gts.append(np.concatenate([xy, k[:, 2:]], 1))
@@ -154,13 +155,6 @@ def cache_people(model: MoveNetMultiPose, ann: str, images: str, mirror: bool,
         if progress:
             progress.advance(task)
     return {k: torch.cat(v) for k, v in parts.items()}
-
-
-def _flip_index() -> list[int]:
-    perm = list(range(17))
-    for left, right in COCO17.flip_pairs:
-        perm[left], perm[right] = right, left
-    return perm
 
 
 def head_loss(heads: PoseHeads, batch: dict[str, torch.Tensor], oks_filter: float,
@@ -275,11 +269,4 @@ class MultiPoseTrainer:
 
 def is_multipose_config(path: str | Path | None, overrides: list[str]) -> bool:
     """Whether a training config trains the cascade on MoveNet MultiPose."""
-    from .base import parse_override, toml_settings
-
-    try:
-        values = toml_settings(path) if path is not None else {}
-        values.update(parse_override(item) for item in overrides)
-    except MipnetError:
-        return False
-    return values.get("arch") == "movenet_multipose"
+    return config_arch(path, overrides) == "movenet_multipose"

@@ -29,7 +29,7 @@ from ..models import build_model
 from ..models.pfs import PfsPoseNet, yolox_init
 from ..models.pfs_loss import LossSettings, pfs_loss
 from ..pose.engine import EngineOptions, PoseEstimator
-from .base import DataPaths, PoseRunTrainer, parse_override, read_settings, toml_settings
+from .base import DataPaths, PoseRunTrainer, config_arch, read_settings
 
 
 @dataclass
@@ -206,10 +206,5 @@ def is_pfs_config(path: str | Path | None, overrides: list[str]) -> bool:
     not; its own loader reports why)."""
     from ..models.registry import ARCHITECTURES
 
-    try:
-        values = toml_settings(path, ("augment",)) if path is not None else {}
-        values.update(parse_override(item) for item in overrides)
-    except MipnetError:
-        return False
-    entry = ARCHITECTURES.get(str(values.get("arch")))
+    entry = ARCHITECTURES.get(config_arch(path, overrides) or "")
     return entry is not None and entry[0].arch == "pfs"
